@@ -1,0 +1,120 @@
+//! A client of a node's HTTP API.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bidchain_node::api::*;
+use bidchain_runtime::ids::{AccountId, Height};
+use bidchain_runtime::tx::{SignedTransaction, TxHash};
+use serde::de::DeserializeOwned;
+
+/// Longest a single request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// A refusal from the node: its code and message.
+#[derive(Debug, thiserror::Error)]
+#[error("node refused ({code}): {message}")]
+pub struct Refused {
+    pub code: String,
+    pub message: String,
+    pub status: u16,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Result<Client> {
+        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
+        Ok(Client { base: base.trim_end_matches('/').to_owned(), http })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn decode<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T> {
+        let status = response.status();
+        let bytes = response.bytes().await.context("reading the node's answer")?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).context("the node's answer is not the expected JSON");
+        }
+        match serde_json::from_slice::<ErrorResponse>(&bytes) {
+            Ok(err) => Err(Refused { code: err.code, message: err.error, status: status.as_u16() }.into()),
+            Err(_) => Err(anyhow!("node answered HTTP {status}: {}", String::from_utf8_lossy(&bytes))),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        self.decode(response).await
+    }
+
+    pub async fn status(&self) -> Result<StatusResponse> {
+        self.get("/status").await
+    }
+
+    pub async fn submit(&self, tx: &SignedTransaction) -> Result<SubmitResponse> {
+        self.submit_raw(tx.encode()).await
+    }
+
+    pub async fn submit_raw(&self, body: Vec<u8>) -> Result<SubmitResponse> {
+        let url = format!("{}/txs", self.base);
+        let response = self
+            .http
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        self.decode(response).await
+    }
+
+    pub async fn tx(&self, hash: &TxHash) -> Result<TxResponse> {
+        self.get(&format!("/txs/{hash}")).await
+    }
+
+    pub async fn block(&self, height: Height) -> Result<BlockResponse> {
+        self.get(&format!("/blocks/{}", height.0)).await
+    }
+
+    pub async fn account(&self, id: &AccountId) -> Result<AccountResponse> {
+        self.get(&format!("/accounts/{id}")).await
+    }
+
+    /// Polls until the transaction is in a block (committed or rejected by the rules).
+    pub async fn wait_included(&self, hash: &TxHash, timeout: Duration) -> Result<TxResponse> {
+        let start = Instant::now();
+        loop {
+            match self.tx(hash).await {
+                Ok(tx) if tx.status != TxStatus::Pending => return Ok(tx),
+                Ok(_) => {}
+                Err(err) if start.elapsed() >= timeout => return Err(err),
+                Err(_) => {}
+            }
+            if start.elapsed() >= timeout {
+                bail!("transaction {hash} still not in a block after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls `/status` until the node answers.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<StatusResponse> {
+        let start = Instant::now();
+        loop {
+            match self.status().await {
+                Ok(status) => return Ok(status),
+                Err(err) if start.elapsed() >= timeout => {
+                    return Err(err.context(format!("node at {} not ready after {timeout:?}", self.base)));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The `bidchain` command's library: the API client, node processes, home setup, client-side
+//! verification and the demo. `main.rs` only parses arguments.
+
+pub mod client;
+pub mod demo;
+pub mod process;
+pub mod setup;
+pub mod verify;

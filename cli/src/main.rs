@@ -1,0 +1,289 @@
+//! The `bidchain` command.
+// A command-line tool's output is its interface: printing is what it is for.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bidchain_cli::client::Client;
+use bidchain_cli::{demo, setup};
+use bidchain_genesis::{ConsensusParams, Genesis};
+use bidchain_node::keyfile::{read_key_file, write_key_file};
+use bidchain_runtime::bounded::BoundedString;
+use bidchain_runtime::crypto::{Keypair, PublicKey};
+use bidchain_runtime::ids::{AccountId, ChainId};
+use bidchain_runtime::time::Timestamp;
+use bidchain_runtime::tx::{NativeCall, Payload, Role, Transaction, TxHash};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bidchain", version, about = "A permissioned ledger for public resource trading")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate or show ed25519 keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Create or verify a genesis file.
+    #[command(subcommand)]
+    Genesis(GenesisCommand),
+    /// Create a node home directory (genesis, key, config.toml).
+    Init {
+        #[arg(long)]
+        home: PathBuf,
+        #[arg(long)]
+        genesis: PathBuf,
+        /// The node's key file (copied into the home).
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "127.0.0.1:26657")]
+        rpc_listen: SocketAddr,
+    },
+    /// Run a node from its home directory until Ctrl-C or SIGTERM.
+    Node {
+        #[arg(long)]
+        home: PathBuf,
+    },
+    /// Show a node's status.
+    Status {
+        #[arg(long, env = "BIDCHAIN_RPC")]
+        rpc: String,
+    },
+    /// Accounts and roles (native transactions).
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Show a transaction's receipt.
+    Tx {
+        hash: TxHash,
+        #[arg(long, env = "BIDCHAIN_RPC")]
+        rpc: String,
+    },
+    /// Run a local chain end to end, checking every step; exits 0 only if all held.
+    Demo {
+        /// Where to put keys, homes and logs (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Keep the directory afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a new key file (mode 0600) and print its public key.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a key file's public key and account id.
+    Show { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum GenesisCommand {
+    /// Write a new genesis file.
+    New {
+        #[arg(long)]
+        chain_id: String,
+        /// NAME:ROLE:PUBKEY:P2P_ADDR, e.g. hub:hub:<hex>:/ip4/10.0.0.1/tcp/26656
+        #[arg(long = "validator", required = true)]
+        validators: Vec<String>,
+        /// LABEL:ROLE:PUBKEY
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        /// RFC 3339 (default: now).
+        #[arg(long)]
+        genesis_time: Option<String>,
+        #[arg(long, default_value_t = ConsensusParams::default().block_interval_ms)]
+        block_interval_ms: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Validate a genesis file and print its hash.
+    Verify { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Open an account (the hub: any role; a center: tenderers and bidders).
+    Create {
+        /// Key file of the sending account.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        public_key: PublicKey,
+        #[arg(long)]
+        role: Role,
+        #[arg(long)]
+        label: String,
+        #[arg(long, env = "BIDCHAIN_RPC")]
+        rpc: String,
+        /// Return after admission instead of waiting for the block.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Change an account's role (hub only).
+    SetRole {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        account: AccountId,
+        #[arg(long)]
+        role: Role,
+        #[arg(long, env = "BIDCHAIN_RPC")]
+        rpc: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show an account.
+    Show {
+        account: AccountId,
+        #[arg(long, env = "BIDCHAIN_RPC")]
+        rpc: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Keys(cmd) => keys(cmd),
+        Command::Genesis(cmd) => genesis(cmd),
+        Command::Init { home, genesis, key, name, rpc_listen } => {
+            let genesis = Genesis::load(&genesis)?;
+            let key = read_key_file(&key)?;
+            setup::init_home(&home, &genesis, &key, &name, rpc_listen)?;
+            println!("initialised {} for chain {}", home.display(), genesis.chain_id);
+            Ok(())
+        }
+        Command::Node { home } => run_node(&home).await,
+        Command::Status { rpc } => print_json(&Client::new(&rpc)?.status().await?),
+        Command::Account(cmd) => account(cmd).await,
+        Command::Tx { hash, rpc } => print_json(&Client::new(&rpc)?.tx(&hash).await?),
+        Command::Demo { dir, keep } => demo::run(demo::DemoOptions { dir, keep }).await,
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn keys(cmd: KeysCommand) -> Result<()> {
+    match cmd {
+        KeysCommand::Generate { out } => {
+            let key = Keypair::generate();
+            write_key_file(&out, &key)?;
+            println!("{}", key.public());
+        }
+        KeysCommand::Show { file } => {
+            let key = read_key_file(&file)?;
+            println!("public_key {}\naccount_id {}", key.public(), AccountId::of(&key.public()));
+        }
+    }
+    Ok(())
+}
+
+fn genesis(cmd: GenesisCommand) -> Result<()> {
+    match cmd {
+        GenesisCommand::New { chain_id, validators, accounts, genesis_time, block_interval_ms, out } => {
+            let validators = validators.iter().map(|v| setup::parse_validator(v)).collect::<Result<_>>()?;
+            let accounts = accounts.iter().map(|a| setup::parse_account(a)).collect::<Result<_>>()?;
+            let time = match genesis_time {
+                Some(text) => Timestamp::parse_rfc3339(&text)?,
+                None => Timestamp::from_system(std::time::SystemTime::now()),
+            };
+            let consensus = ConsensusParams { block_interval_ms, ..ConsensusParams::default() };
+            let genesis = setup::new_genesis(&chain_id, time, consensus, validators, accounts)?;
+            if out.exists() {
+                anyhow::bail!("{} exists; refusing to overwrite a genesis file", out.display());
+            }
+            std::fs::write(&out, genesis.to_json()).with_context(|| format!("write {}", out.display()))?;
+            println!("{}", genesis.hash());
+        }
+        GenesisCommand::Verify { file } => {
+            let genesis = Genesis::load(&file)?;
+            println!("{}", genesis.hash());
+        }
+    }
+    Ok(())
+}
+
+async fn run_node(home: &Path) -> Result<()> {
+    let config = bidchain_node::config::NodeConfig::load(home)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
+        .context("log filter in config.toml")?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    bidchain_node::node::run(home, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+async fn account(cmd: AccountCommand) -> Result<()> {
+    let (key, payload, rpc, no_wait) = match cmd {
+        AccountCommand::Show { account, rpc } => {
+            return print_json(&Client::new(&rpc)?.account(&account).await?);
+        }
+        AccountCommand::Create { key, public_key, role, label, rpc, no_wait } => {
+            let label = BoundedString::new(label).context("label")?;
+            let call = NativeCall::CreateAccount { key: public_key, role, label };
+            (key, Payload::Native(call), rpc, no_wait)
+        }
+        AccountCommand::SetRole { key, account, role, rpc, no_wait } => {
+            (key, Payload::Native(NativeCall::SetRole { account, role }), rpc, no_wait)
+        }
+    };
+    let key = read_key_file(&key)?;
+    let client = Client::new(&rpc)?;
+    let status = client.status().await?;
+    let nonce = client.account(&AccountId::of(&key.public())).await?.next_nonce;
+    let tx = Transaction { chain_id: ChainId::new(&status.chain_id)?, sender: key.public(), nonce, payload }
+        .sign(&key);
+    let admitted = client.submit(&tx).await?;
+    if no_wait {
+        return print_json(&admitted);
+    }
+    print_json(&client.wait_included(&admitted.tx_hash, Duration::from_secs(60)).await?)
+}

@@ -1,0 +1,91 @@
+//! The HTTP API's JSON bodies, shared by the server and by clients (the CLI, tests).
+
+use bidchain_runtime::block::{BlockHash, CommitCertificate, Header};
+use bidchain_runtime::crypto::PublicKey;
+use bidchain_runtime::hash::Hash;
+use bidchain_runtime::ids::{AccountId, Height, Nonce};
+use bidchain_runtime::merkle::MerkleProof;
+use bidchain_runtime::receipt::{Event, TxOutcome};
+use bidchain_runtime::time::Timestamp;
+use bidchain_runtime::tx::{Role, TxHash};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub chain_id: String,
+    pub node_name: String,
+    /// `validator` or `observer`.
+    pub role: String,
+    pub height: Height,
+    pub latest_block_hash: BlockHash,
+    pub latest_block_time: Timestamp,
+    pub peers: u32,
+    pub genesis_hash: Hash,
+    pub mempool_txs: usize,
+}
+
+/// The immediate receipt of admission (确认回执) for `POST /txs`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub tx_hash: TxHash,
+    pub status: TxStatus,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    pub error: String,
+    pub code: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxStatus {
+    /// Admitted to the mempool, not yet in a block.
+    Pending,
+    /// In a block, and the rules accepted it.
+    Committed,
+    /// In a block, and the rules refused it (the result says why).
+    Rejected,
+}
+
+/// Proof that the transaction and its receipt are in the block `block_id`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TxProof {
+    pub block_id: BlockHash,
+    pub tx_root: Hash,
+    pub tx: MerkleProof,
+    pub receipts_root: Hash,
+    pub receipt: MerkleProof,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TxResponse {
+    pub tx_hash: TxHash,
+    pub status: TxStatus,
+    pub height: Option<Height>,
+    pub index: Option<u32>,
+    pub result: Option<TxOutcome>,
+    pub events: Vec<Event>,
+    pub fuel_used: Option<u64>,
+    pub proof: Option<TxProof>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BlockResponse {
+    pub block_id: BlockHash,
+    pub header: Header,
+    pub tx_hashes: Vec<TxHash>,
+    pub commit: CommitCertificate,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccountResponse {
+    pub account_id: AccountId,
+    pub public_key: PublicKey,
+    pub role: Role,
+    pub label: String,
+    /// The committed nonce.
+    pub nonce: Nonce,
+    /// The nonce the next transaction must carry, counting pending ones.
+    pub next_nonce: Nonce,
+}

@@ -1,0 +1,256 @@
+//! The chain as consensus sees it: build a proposal, check someone else's, commit a block
+//! with its certificate. This is the interface any consensus engine drives; it holds no
+//! consensus logic itself.
+
+use bidchain_genesis::Genesis;
+use bidchain_runtime::block::{self, Block, BlockHash, CertificateError, CommitCertificate, Header};
+use bidchain_runtime::bounded::BoundedVec;
+use bidchain_runtime::crypto::PublicKey;
+use bidchain_runtime::execute::{self, BlockEnv, ExecError, Executed};
+use bidchain_runtime::hash::Hash;
+use bidchain_runtime::ids::{ChainId, Height};
+use bidchain_runtime::merkle;
+use bidchain_runtime::receipt::Receipt;
+use bidchain_runtime::state::{self, Overlay, StateError, StateKey};
+use bidchain_runtime::time::Timestamp;
+use bidchain_runtime::tx::SignedTransaction;
+use bidchain_runtime::validator::ValidatorSet;
+
+use crate::storage::{BlockCommit, Storage, StorageError};
+
+/// Why a block could not be built, accepted or committed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("execution: {0}")]
+    Exec(#[from] ExecError),
+    #[error("commit certificate: {0}")]
+    Certificate(#[from] CertificateError),
+    #[error("block is for chain {got}, not {expected}")]
+    WrongChain { expected: ChainId, got: ChainId },
+    #[error("block height {got} is not the next height {expected}")]
+    WrongHeight { expected: Height, got: Height },
+    #[error("block's parent {got} is not the tip {expected}")]
+    WrongParent { expected: BlockHash, got: BlockHash },
+    #[error("block time {got} is not after the previous block's {prev}")]
+    TimeNotIncreasing { prev: Timestamp, got: Timestamp },
+    #[error("block time {got} is more than {precision_ms} ms from this node's clock {local}")]
+    TimeOutOfPrecision { got: Timestamp, local: Timestamp, precision_ms: u64 },
+    #[error("header field {field} is {got}, execution gives {expected}")]
+    HeaderMismatch { field: &'static str, expected: Hash, got: Hash },
+    #[error("block holds {0} transactions, more than the block bound")]
+    TooManyTxs(usize),
+    #[error("state has no validator set")]
+    NoValidatorSet,
+    #[error(transparent)]
+    Solo(#[from] crate::producer::SoloError),
+}
+
+/// The last committed block, or genesis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tip {
+    pub height: Height,
+    pub block_id: BlockHash,
+    pub time: Timestamp,
+}
+
+/// A block with the result of executing it, ready to be committed.
+#[derive(Debug)]
+pub struct Proposal {
+    pub block: Block,
+    pub executed: Executed,
+}
+
+#[derive(Debug)]
+pub struct Chain {
+    storage: Storage,
+    genesis: Genesis,
+}
+
+impl Chain {
+    pub fn new(storage: Storage, genesis: Genesis) -> Chain {
+        Chain { storage, genesis }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    pub fn chain_id(&self) -> &ChainId {
+        &self.genesis.chain_id
+    }
+
+    pub fn tip(&self) -> Result<Tip, ChainError> {
+        let height = self.storage.latest_height()?;
+        if height == Height::GENESIS {
+            return Ok(Tip {
+                height,
+                block_id: self.genesis.block_id(),
+                time: self.genesis.genesis_time,
+            });
+        }
+        let header = self
+            .storage
+            .get::<crate::storage::Headers>(&height)?
+            .ok_or(StorageError::MissingTable("headers"))?;
+        Ok(Tip { height, block_id: header.id(), time: header.time })
+    }
+
+    /// The validator set that signs the next block.
+    pub fn validator_set(&self) -> Result<ValidatorSet, ChainError> {
+        Overlay::new(&self.storage).validator_set()?.ok_or(ChainError::NoValidatorSet)
+    }
+
+    /// Builds the next block from `candidates` at `time`. Candidates that have become
+    /// invalid since admission (their nonce was used meanwhile) are left out.
+    pub fn build_proposal(
+        &self,
+        mut candidates: Vec<SignedTransaction>,
+        time: Timestamp,
+        proposer: PublicKey,
+    ) -> Result<Proposal, ChainError> {
+        let tip = self.tip()?;
+        let env = self.env(&tip, time);
+        let executed = loop {
+            match execute::execute_block(&self.storage, &env, &candidates) {
+                Ok(executed) => break executed,
+                Err(ExecError::InvalidTx { index, reason }) => {
+                    tracing::debug!(index, %reason, "dropping a no longer valid transaction");
+                    candidates.remove(index);
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
+        let txs = BoundedVec::new(candidates).map_err(|e| ChainError::TooManyTxs(e.len))?;
+        let header = self.header_for(&tip, time, &txs, &executed, proposer)?;
+        Ok(Proposal { block: Block { header, txs }, executed })
+    }
+
+    fn env(&self, tip: &Tip, time: Timestamp) -> BlockEnv {
+        BlockEnv {
+            chain_id: self.genesis.chain_id.clone(),
+            height: tip.height.next(),
+            time,
+            prev_block_id: tip.block_id,
+        }
+    }
+
+    fn header_for(
+        &self,
+        tip: &Tip,
+        time: Timestamp,
+        txs: &[SignedTransaction],
+        executed: &Executed,
+        proposer: PublicKey,
+    ) -> Result<Header, ChainError> {
+        let validators_hash = self.validator_set()?.hash();
+        let next_set: Option<ValidatorSet> =
+            state::get_after(&self.storage, &executed.changes, StateKey::ValidatorSet)?;
+        let next_validators_hash = next_set.ok_or(ChainError::NoValidatorSet)?.hash();
+        Ok(Header {
+            chain_id: self.genesis.chain_id.clone(),
+            height: tip.height.next(),
+            time,
+            prev_block_id: tip.block_id,
+            tx_root: merkle::root(&block::tx_leaves(txs)),
+            receipts_root: receipts_root(&executed.receipts),
+            state_root: self.storage.state_root_with(&executed.changes)?,
+            validators_hash,
+            next_validators_hash,
+            proposer,
+        })
+    }
+
+    /// Checks a proposed block against the tip and re-executes it; every header field must
+    /// match what this node computes. `local_time` is this node's clock, for the
+    /// proposer-based timestamp check; `None` skips that check (replaying committed blocks).
+    pub fn verify_proposal(
+        &self,
+        block: Block,
+        local_time: Option<Timestamp>,
+    ) -> Result<Proposal, ChainError> {
+        let tip = self.tip()?;
+        self.check_position(&tip, &block.header, local_time)?;
+        let expected = self.build_exact(&tip, &block)?;
+        let got = &block.header;
+        let fields = [
+            ("tx_root", expected.0.tx_root, got.tx_root),
+            ("receipts_root", expected.0.receipts_root, got.receipts_root),
+            ("state_root", expected.0.state_root, got.state_root),
+            ("validators_hash", expected.0.validators_hash, got.validators_hash),
+            ("next_validators_hash", expected.0.next_validators_hash, got.next_validators_hash),
+        ];
+        for (field, expected, got) in fields {
+            if expected != got {
+                return Err(ChainError::HeaderMismatch { field, expected, got });
+            }
+        }
+        Ok(Proposal { block, executed: expected.1 })
+    }
+
+    fn build_exact(&self, tip: &Tip, block: &Block) -> Result<(Header, Executed), ChainError> {
+        let env = self.env(tip, block.header.time);
+        let executed = execute::execute_block(&self.storage, &env, &block.txs)?;
+        let header = self.header_for(tip, block.header.time, &block.txs, &executed, block.header.proposer)?;
+        Ok((header, executed))
+    }
+
+    fn check_position(
+        &self,
+        tip: &Tip,
+        header: &Header,
+        local_time: Option<Timestamp>,
+    ) -> Result<(), ChainError> {
+        if header.chain_id != self.genesis.chain_id {
+            let expected = self.genesis.chain_id.clone();
+            return Err(ChainError::WrongChain { expected, got: header.chain_id.clone() });
+        }
+        if header.height != tip.height.next() {
+            return Err(ChainError::WrongHeight { expected: tip.height.next(), got: header.height });
+        }
+        if header.prev_block_id != tip.block_id {
+            return Err(ChainError::WrongParent { expected: tip.block_id, got: header.prev_block_id });
+        }
+        if header.time <= tip.time {
+            return Err(ChainError::TimeNotIncreasing { prev: tip.time, got: header.time });
+        }
+        if let Some(local) = local_time {
+            let precision_ms = self.genesis.consensus.timestamp_precision_ms;
+            if header.time.as_millis().abs_diff(local.as_millis()) > precision_ms {
+                return Err(ChainError::TimeOutOfPrecision { got: header.time, local, precision_ms });
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits a proposal once `certificate` proves a quorum precommitted it.
+    pub fn commit(
+        &self,
+        proposal: &Proposal,
+        certificate: &CommitCertificate,
+    ) -> Result<(), ChainError> {
+        let header = &proposal.block.header;
+        let validators = self.validator_set()?;
+        certificate.verify(&header.chain_id, header.height, &header.id(), &validators)?;
+        self.storage.commit_block(&BlockCommit {
+            block: &proposal.block,
+            certificate,
+            receipts: &proposal.executed.receipts,
+            changes: &proposal.executed.changes,
+        })?;
+        Ok(())
+    }
+}
+
+/// The receipts root of a block.
+pub fn receipts_root(receipts: &[Receipt]) -> Hash {
+    let leaves: Vec<Hash> = receipts.iter().map(Receipt::leaf_hash).collect();
+    merkle::root(&leaves)
+}

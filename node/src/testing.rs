@@ -1,0 +1,64 @@
+//! Builders for tests and simulations: deterministic keys, genesis files and transactions.
+//! Never used by a running node.
+
+use bidchain_genesis::{ConsensusParams, Genesis, GenesisAccount, GenesisValidator};
+use bidchain_runtime::bounded::BoundedString;
+use bidchain_runtime::crypto::Keypair;
+use bidchain_runtime::ids::{ChainId, Nonce};
+use bidchain_runtime::time::Timestamp;
+use bidchain_runtime::tx::{NativeCall, Payload, Role, SignedTransaction, Transaction};
+
+pub const TEST_CHAIN_ID: &str = "bidchain-test";
+/// 2026-01-01T00:00:00Z.
+pub const TEST_GENESIS_MS: u64 = 1_767_225_600_000;
+
+fn label(text: String) -> BoundedString<64> {
+    BoundedString::truncating(&text)
+}
+
+/// A genesis with one hub validator per seed in `validators` (named `v<seed>`) and one
+/// bidder account per seed in `accounts`.
+pub fn genesis_for(validators: &[u64], accounts: &[u64]) -> Genesis {
+    Genesis {
+        chain_id: chain_id(),
+        genesis_time: Timestamp(TEST_GENESIS_MS),
+        consensus: ConsensusParams { block_interval_ms: 50, ..ConsensusParams::default() },
+        validators: validators
+            .iter()
+            .map(|&seed| GenesisValidator {
+                name: label(format!("v{seed}")),
+                role: Role::Hub,
+                public_key: Keypair::from_seed_for_tests(seed).public(),
+                p2p_address: BoundedString::truncating(&format!("/ip4/127.0.0.1/tcp/{}", 30000 + seed)),
+                power: 1,
+            })
+            .collect(),
+        accounts: accounts
+            .iter()
+            .map(|&seed| GenesisAccount {
+                label: label(format!("a{seed}")),
+                role: Role::Bidder,
+                public_key: Keypair::from_seed_for_tests(seed).public(),
+            })
+            .collect(),
+    }
+}
+
+pub fn chain_id() -> ChainId {
+    ChainId::new(TEST_CHAIN_ID).unwrap_or_else(|_| unreachable!("constant chain id is valid"))
+}
+
+/// `signer` creates an account for `new` with `role`.
+pub fn create_account_tx(signer: &Keypair, nonce: u64, new: &Keypair, role: Role) -> SignedTransaction {
+    Transaction {
+        chain_id: chain_id(),
+        sender: signer.public(),
+        nonce: Nonce(nonce),
+        payload: Payload::Native(NativeCall::CreateAccount {
+            key: new.public(),
+            role,
+            label: label(format!("acct-{nonce}")),
+        }),
+    }
+    .sign(signer)
+}

@@ -1,0 +1,167 @@
+//! ed25519 keys and signatures as plain byte newtypes, so they encode canonically and cross
+//! module lines without exposing the dalek types.
+
+use std::fmt;
+
+use bincode::{Decode, Encode};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+
+use crate::serde_hex;
+
+/// An ed25519 public key (32 bytes, compressed Edwards point).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct PublicKey(pub [u8; 32]);
+
+/// An ed25519 signature (64 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct Signature(pub [u8; 64]);
+
+serde_hex!(PublicKey);
+serde_hex!(Signature);
+
+/// Why a signature does not hold.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    #[error("public key {0} is not a valid ed25519 point")]
+    BadPublicKey(String),
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("batch of {sigs} signatures for {keys} keys and {msgs} messages")]
+    BatchShape { sigs: usize, keys: usize, msgs: usize },
+}
+
+impl PublicKey {
+    fn dalek(&self) -> Result<VerifyingKey, CryptoError> {
+        VerifyingKey::from_bytes(&self.0).map_err(|_| CryptoError::BadPublicKey(self.to_string()))
+    }
+
+    /// Strict verification (rejects small-order keys and non-canonical signatures), so a
+    /// signature valid for one node is valid for every node.
+    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), CryptoError> {
+        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+        self.dalek()?
+            .verify_strict(message, &sig)
+            .map_err(|_| CryptoError::BadSignature)
+    }
+}
+
+/// Verifies many (key, message, signature) triples at once; about 2.3x cheaper per
+/// signature than one by one. Fails if any one fails (find which by verifying singly).
+pub fn verify_batch(
+    keys: &[PublicKey],
+    messages: &[&[u8]],
+    signatures: &[Signature],
+) -> Result<(), CryptoError> {
+    if keys.len() != messages.len() || keys.len() != signatures.len() {
+        return Err(CryptoError::BatchShape {
+            sigs: signatures.len(),
+            keys: keys.len(),
+            msgs: messages.len(),
+        });
+    }
+    let keys = keys.iter().map(PublicKey::dalek).collect::<Result<Vec<_>, _>>()?;
+    let sigs: Vec<_> = signatures
+        .iter()
+        .map(|s| ed25519_dalek::Signature::from_bytes(&s.0))
+        .collect();
+    ed25519_dalek::verify_batch(messages, &sigs, &keys).map_err(|_| CryptoError::BadSignature)
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", &hex::encode(self.0)[..16])
+    }
+}
+
+impl std::str::FromStr for PublicKey {
+    type Err = crate::hash::HexError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::hash::parse_hex_array(s).map(PublicKey)
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({}..)", &hex::encode(self.0)[..16])
+    }
+}
+
+/// An ed25519 signing key. Its secret never appears in `Debug` output.
+#[derive(Clone)]
+pub struct Keypair(SigningKey);
+
+impl Keypair {
+    pub fn generate() -> Keypair {
+        Keypair(SigningKey::generate(&mut rand::rngs::OsRng))
+    }
+
+    pub fn from_secret(secret: [u8; 32]) -> Keypair {
+        Keypair(SigningKey::from_bytes(&secret))
+    }
+
+    /// A key derived from a seed: for tests and simulations only, never for real nodes.
+    pub fn from_seed_for_tests(seed: u64) -> Keypair {
+        let digest = crate::hash::Hash::domain(b"bidchain/test-key/v1", &[&seed.to_le_bytes()]);
+        Keypair::from_secret(digest.0)
+    }
+
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        Signature(self.0.sign(message).to_bytes())
+    }
+}
+
+impl fmt::Debug for Keypair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keypair({:?})", self.public())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_verify_and_tamper() {
+        let key = Keypair::from_seed_for_tests(1);
+        let sig = key.sign(b"bid");
+        assert_eq!(key.public().verify(b"bid", &sig), Ok(()));
+        assert_eq!(key.public().verify(b"bie", &sig), Err(CryptoError::BadSignature));
+        let other = Keypair::from_seed_for_tests(2).public();
+        assert_eq!(other.verify(b"bid", &sig), Err(CryptoError::BadSignature));
+    }
+
+    #[test]
+    fn batch_verification_agrees_with_single() {
+        let keys: Vec<_> = (0..8).map(Keypair::from_seed_for_tests).collect();
+        let msgs: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 10]).collect();
+        let publics: Vec<_> = keys.iter().map(Keypair::public).collect();
+        let mut sigs: Vec<_> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        assert_eq!(verify_batch(&publics, &refs, &sigs), Ok(()));
+        sigs.swap(0, 1);
+        assert_eq!(verify_batch(&publics, &refs, &sigs), Err(CryptoError::BadSignature));
+    }
+
+    #[test]
+    fn invalid_point_is_a_clear_error() {
+        // y = 2 does not decompress to a curve point.
+        let mut bytes = [0u8; 32];
+        bytes[0] = 2;
+        let err = PublicKey(bytes).verify(b"x", &Signature([0; 64])).unwrap_err();
+        assert!(matches!(err, CryptoError::BadPublicKey(_)), "{err}");
+    }
+}

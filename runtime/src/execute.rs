@@ -1,0 +1,324 @@
+//! The deterministic state machine: a block's transactions applied to state, in order,
+//! producing receipts and a set of changes. No clock, no I/O, no randomness: every
+//! validator computes the same result from the same inputs.
+
+use crate::block::BlockHash;
+use crate::crypto;
+use crate::ids::{AccountId, ChainId, Height, Nonce};
+use crate::receipt::{Event, Receipt, TxOutcome};
+use crate::state::{Account, Changes, Overlay, StateError, StateKey, StateView};
+use crate::time::Timestamp;
+use crate::tx::{NativeCall, Payload, Role, SignedTransaction};
+
+/// What execution may know about the block it runs in.
+#[derive(Clone, Debug)]
+pub struct BlockEnv {
+    pub chain_id: ChainId,
+    pub height: Height,
+    pub time: Timestamp,
+    pub prev_block_id: BlockHash,
+}
+
+/// Why a transaction may not be included at all (it would make its block invalid).
+#[derive(Debug, thiserror::Error)]
+pub enum TxInvalid {
+    #[error("transaction is for chain {got}, this chain is {expected}")]
+    WrongChain { expected: ChainId, got: ChainId },
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("sender {0} has no account")]
+    UnknownSender(AccountId),
+    #[error("nonce {got} is not the sender's next nonce {expected}")]
+    NonceMismatch { expected: Nonce, got: Nonce },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Why a block cannot be executed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("transaction {index} is invalid: {reason}")]
+    InvalidTx { index: usize, reason: TxInvalid },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// A rule a valid transaction broke: recorded in its receipt, not fatal to the block.
+#[derive(Debug, thiserror::Error)]
+enum Rejection {
+    #[error("a {sender} account may not {action}")]
+    NotPermitted { sender: Role, action: String },
+    #[error("account {0} already exists")]
+    AccountExists(AccountId),
+    #[error("account {0} does not exist")]
+    UnknownAccount(AccountId),
+}
+
+impl Rejection {
+    fn code(&self) -> &'static str {
+        match self {
+            Rejection::NotPermitted { .. } => "not_permitted",
+            Rejection::AccountExists(_) => "account_exists",
+            Rejection::UnknownAccount(_) => "unknown_account",
+        }
+    }
+}
+
+/// The result of executing a block.
+#[derive(Debug)]
+pub struct Executed {
+    pub receipts: Vec<Receipt>,
+    pub changes: Changes,
+}
+
+/// Checks what a transaction must satisfy to be included, except its signature: the right
+/// chain, a known sender and `expected_nonce`. Returns the sender's account.
+pub fn check_envelope<V: StateView + ?Sized>(
+    state: &Overlay<'_, V>,
+    chain_id: &ChainId,
+    stx: &SignedTransaction,
+    expected_nonce: Option<Nonce>,
+) -> Result<Account, TxInvalid> {
+    let tx = &stx.tx;
+    if &tx.chain_id != chain_id {
+        return Err(TxInvalid::WrongChain { expected: chain_id.clone(), got: tx.chain_id.clone() });
+    }
+    let sender = tx.sender_id();
+    let account = state.account(sender)?.ok_or(TxInvalid::UnknownSender(sender))?;
+    let expected = expected_nonce.unwrap_or(account.nonce);
+    if tx.nonce != expected {
+        return Err(TxInvalid::NonceMismatch { expected, got: tx.nonce });
+    }
+    Ok(account)
+}
+
+/// Verifies every transaction's signature, in one batch when all are good.
+pub fn verify_signatures(txs: &[SignedTransaction]) -> Result<(), ExecError> {
+    let keys: Vec<_> = txs.iter().map(|s| s.tx.sender).collect();
+    let bytes: Vec<Vec<u8>> = txs.iter().map(|s| s.tx.signing_bytes()).collect();
+    let messages: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+    let sigs: Vec<_> = txs.iter().map(|s| s.signature).collect();
+    if crypto::verify_batch(&keys, &messages, &sigs).is_ok() {
+        return Ok(());
+    }
+    match txs.iter().position(|s| s.verify_signature().is_err()) {
+        Some(index) => Err(ExecError::InvalidTx { index, reason: TxInvalid::BadSignature }),
+        None => Ok(()),
+    }
+}
+
+/// Executes `txs` in order on top of `base`.
+pub fn execute_block<V: StateView + ?Sized>(
+    base: &V,
+    env: &BlockEnv,
+    txs: &[SignedTransaction],
+) -> Result<Executed, ExecError> {
+    verify_signatures(txs)?;
+    let mut state = Overlay::new(base);
+    let mut receipts = Vec::with_capacity(txs.len());
+    for (index, stx) in txs.iter().enumerate() {
+        let mut sender = check_envelope(&state, &env.chain_id, stx, None)
+            .map_err(|reason| ExecError::InvalidTx { index, reason })?;
+        sender.nonce = sender.nonce.next();
+        state.put(StateKey::Account(stx.tx.sender_id()), &sender);
+
+        let checkpoint = state.checkpoint();
+        let (outcome, events) = match apply(&mut state, &sender, &stx.tx.payload) {
+            Ok(events) => (TxOutcome::Ok, events),
+            Err(ApplyError::Rejected(rejection)) => {
+                state.rollback(checkpoint);
+                (TxOutcome::rejected(rejection.code(), &rejection.to_string()), Vec::new())
+            }
+            Err(ApplyError::State(err)) => return Err(ExecError::State(err)),
+        };
+        receipts.push(Receipt {
+            tx_hash: stx.hash(),
+            height: env.height,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            outcome,
+            events: crate::bounded::BoundedVec::new(events).unwrap_or_default(),
+            fuel_used: 0,
+        });
+    }
+    Ok(Executed { receipts, changes: state.into_changes() })
+}
+
+enum ApplyError {
+    Rejected(Rejection),
+    State(StateError),
+}
+
+impl From<StateError> for ApplyError {
+    fn from(err: StateError) -> Self {
+        ApplyError::State(err)
+    }
+}
+
+impl From<Rejection> for ApplyError {
+    fn from(rejection: Rejection) -> Self {
+        ApplyError::Rejected(rejection)
+    }
+}
+
+fn apply<V: StateView + ?Sized>(
+    state: &mut Overlay<'_, V>,
+    sender: &Account,
+    payload: &Payload,
+) -> Result<Vec<Event>, ApplyError> {
+    match payload {
+        Payload::Native(call) => apply_native(state, sender, call),
+    }
+}
+
+fn apply_native<V: StateView + ?Sized>(
+    state: &mut Overlay<'_, V>,
+    sender: &Account,
+    call: &NativeCall,
+) -> Result<Vec<Event>, ApplyError> {
+    match call {
+        NativeCall::CreateAccount { key, role, label } => {
+            if !sender.role.may_create(*role) {
+                let action = format!("create a {role} account");
+                return Err(Rejection::NotPermitted { sender: sender.role, action }.into());
+            }
+            let id = AccountId::of(key);
+            if state.account(id)?.is_some() {
+                return Err(Rejection::AccountExists(id).into());
+            }
+            let account = Account { key: *key, role: *role, nonce: Nonce(0), label: label.clone() };
+            state.put(StateKey::Account(id), &account);
+            let attrs = [("account", id.to_string()), ("role", role.to_string())];
+            Ok(vec![Event::new("account_created", &attrs)])
+        }
+        NativeCall::SetRole { account, role } => {
+            if sender.role != Role::Hub {
+                let action = "change roles".to_owned();
+                return Err(Rejection::NotPermitted { sender: sender.role, action }.into());
+            }
+            let mut target = state.account(*account)?.ok_or(Rejection::UnknownAccount(*account))?;
+            target.role = *role;
+            state.put(StateKey::Account(*account), &target);
+            let attrs = [("account", account.to_string()), ("role", role.to_string())];
+            Ok(vec![Event::new("role_set", &attrs)])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounded::BoundedString;
+    use crate::crypto::Keypair;
+    use crate::tx::Transaction;
+    use std::collections::BTreeMap;
+
+    fn chain() -> ChainId {
+        ChainId::new("test").unwrap()
+    }
+
+    fn env() -> BlockEnv {
+        BlockEnv {
+            chain_id: chain(),
+            height: Height(1),
+            time: Timestamp(1_000),
+            prev_block_id: BlockHash::default(),
+        }
+    }
+
+    fn genesis_state(hub: &Keypair) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let account = Account {
+            key: hub.public(),
+            role: Role::Hub,
+            nonce: Nonce(0),
+            label: BoundedString::new("hub").unwrap(),
+        };
+        BTreeMap::from([(
+            StateKey::Account(AccountId::of(&hub.public())).to_bytes(),
+            crate::codec::encode(&account),
+        )])
+    }
+
+    fn create(signer: &Keypair, nonce: u64, new: &Keypair, role: Role) -> SignedTransaction {
+        Transaction {
+            chain_id: chain(),
+            sender: signer.public(),
+            nonce: Nonce(nonce),
+            payload: Payload::Native(NativeCall::CreateAccount {
+                key: new.public(),
+                role,
+                label: BoundedString::new("x").unwrap(),
+            }),
+        }
+        .sign(signer)
+    }
+
+    #[test]
+    fn hub_creates_center_which_creates_bidder_but_not_auditor() {
+        let (hub, center, bidder, auditor) = (
+            Keypair::from_seed_for_tests(1),
+            Keypair::from_seed_for_tests(2),
+            Keypair::from_seed_for_tests(3),
+            Keypair::from_seed_for_tests(4),
+        );
+        let base = genesis_state(&hub);
+        let txs = vec![
+            create(&hub, 0, &center, Role::Center),
+            create(&center, 0, &bidder, Role::Bidder),
+            create(&center, 1, &auditor, Role::Auditor),
+            create(&hub, 1, &center, Role::Center),
+        ];
+        let out = execute_block(&base, &env(), &txs).unwrap();
+        let outcomes: Vec<_> = out.receipts.iter().map(|r| r.outcome.clone()).collect();
+        assert!(outcomes[0].is_ok() && outcomes[1].is_ok());
+        assert!(matches!(&outcomes[2], TxOutcome::Rejected { code, .. } if code.as_str() == "not_permitted"));
+        assert!(matches!(&outcomes[3], TxOutcome::Rejected { code, .. } if code.as_str() == "account_exists"));
+        // The rejected transaction still consumed the center's nonce.
+        let mut applied = base.clone();
+        for (k, v) in out.changes {
+            match v {
+                Some(v) => applied.insert(k, v),
+                None => applied.remove(&k),
+            };
+        }
+        let state = Overlay::new(&applied);
+        let center_acct = state.account(AccountId::of(&center.public())).unwrap().unwrap();
+        assert_eq!(center_acct.nonce, Nonce(2));
+        assert!(state.account(AccountId::of(&auditor.public())).unwrap().is_none());
+    }
+
+    #[test]
+    fn invalid_envelopes_invalidate_the_block() {
+        let hub = Keypair::from_seed_for_tests(1);
+        let base = genesis_state(&hub);
+        let other = Keypair::from_seed_for_tests(9);
+        let replay = vec![create(&hub, 0, &other, Role::Bidder), create(&hub, 0, &other, Role::Bidder)];
+        assert!(matches!(
+            execute_block(&base, &env(), &replay),
+            Err(ExecError::InvalidTx { index: 1, reason: TxInvalid::NonceMismatch { .. } })
+        ));
+        let stranger = vec![create(&other, 0, &hub, Role::Bidder)];
+        assert!(matches!(
+            execute_block(&base, &env(), &stranger),
+            Err(ExecError::InvalidTx { index: 0, reason: TxInvalid::UnknownSender(_) })
+        ));
+        let mut forged = create(&hub, 0, &other, Role::Bidder);
+        forged.signature.0[5] ^= 1;
+        assert!(matches!(
+            execute_block(&base, &env(), &[forged]),
+            Err(ExecError::InvalidTx { index: 0, reason: TxInvalid::BadSignature })
+        ));
+    }
+
+    #[test]
+    fn execution_is_deterministic() {
+        let hub = Keypair::from_seed_for_tests(1);
+        let base = genesis_state(&hub);
+        let txs: Vec<_> = (0..20)
+            .map(|i| create(&hub, i, &Keypair::from_seed_for_tests(100 + i), Role::Bidder))
+            .collect();
+        let a = execute_block(&base, &env(), &txs).unwrap();
+        let b = execute_block(&base, &env(), &txs).unwrap();
+        assert_eq!(a.receipts, b.receipts);
+        assert_eq!(a.changes, b.changes);
+    }
+}

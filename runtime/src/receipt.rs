@@ -1,0 +1,94 @@
+//! Receipts: what the chain decided about each transaction it included.
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+use crate::bounded::{BoundedString, BoundedVec};
+use crate::codec;
+use crate::ids::Height;
+use crate::merkle;
+use crate::tx::TxHash;
+
+pub const MAX_EVENTS_PER_TX: usize = 32;
+pub const MAX_EVENT_ATTRS: usize = 16;
+pub const MAX_EVENT_KEY_LEN: usize = 64;
+pub const MAX_EVENT_VALUE_LEN: usize = 256;
+pub const MAX_REASON_LEN: usize = 512;
+pub const MAX_CODE_LEN: usize = 32;
+
+/// One key/value fact an execution reports (e.g. `account` = id).
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, Deserialize)]
+pub struct EventAttr {
+    pub key: BoundedString<MAX_EVENT_KEY_LEN>,
+    pub value: BoundedString<MAX_EVENT_VALUE_LEN>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: BoundedString<MAX_EVENT_KEY_LEN>,
+    pub attributes: BoundedVec<EventAttr, MAX_EVENT_ATTRS>,
+}
+
+impl Event {
+    /// Builds an event, cutting over-long values: an event must never fail to record.
+    pub fn new(kind: &str, attributes: &[(&str, String)]) -> Event {
+        let attributes = attributes
+            .iter()
+            .take(MAX_EVENT_ATTRS)
+            .map(|(key, value)| EventAttr {
+                key: BoundedString::truncating(key),
+                value: BoundedString::truncating(value),
+            })
+            .collect();
+        Event {
+            kind: BoundedString::truncating(kind),
+            attributes: BoundedVec::new(attributes).unwrap_or_default(),
+        }
+    }
+}
+
+/// The result of one included transaction. A rejected transaction still consumed its
+/// nonce; its state changes were discarded.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxOutcome {
+    Ok,
+    Rejected {
+        /// A stable machine-readable code, e.g. `not_permitted`.
+        code: BoundedString<MAX_CODE_LEN>,
+        /// The reason in words, naming the values that decided it.
+        reason: BoundedString<MAX_REASON_LEN>,
+    },
+}
+
+impl TxOutcome {
+    pub fn rejected(code: &str, reason: &str) -> TxOutcome {
+        TxOutcome::Rejected {
+            code: BoundedString::truncating(code),
+            reason: BoundedString::truncating(reason),
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        matches!(self, TxOutcome::Ok)
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, Deserialize)]
+pub struct Receipt {
+    pub tx_hash: TxHash,
+    pub height: Height,
+    /// Position of the transaction in its block.
+    pub index: u32,
+    pub outcome: TxOutcome,
+    pub events: BoundedVec<Event, MAX_EVENTS_PER_TX>,
+    /// Contract fuel consumed; zero for native calls.
+    pub fuel_used: u64,
+}
+
+impl Receipt {
+    /// This receipt's leaf in its block's receipts tree.
+    pub fn leaf_hash(&self) -> crate::Hash {
+        merkle::leaf_hash(&codec::encode(self))
+    }
+}

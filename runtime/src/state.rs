@@ -1,0 +1,179 @@
+//! The ledger state: a key-value map, read through [`StateView`] and changed only through
+//! an [`Overlay`], whose writes are kept in key order so that applying them and committing
+//! to them is deterministic.
+
+use std::collections::BTreeMap;
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+use crate::bounded::BoundedString;
+use crate::codec::{self, CodecError};
+use crate::crypto::PublicKey;
+use crate::hash::Hash;
+use crate::ids::{AccountId, Nonce};
+use crate::merkle;
+use crate::tx::{MAX_LABEL_LEN, Role};
+use crate::validator::ValidatorSet;
+
+/// Why the state could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state storage failed: {0}")]
+    Storage(String),
+    #[error("state entry {key} is corrupt: {source}")]
+    Corrupt { key: String, source: CodecError },
+}
+
+/// Read access to committed state.
+pub trait StateView {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
+}
+
+impl StateView for BTreeMap<Vec<u8>, Vec<u8>> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(BTreeMap::get(self, key).cloned())
+    }
+}
+
+/// The typed keys of the state map. Each kind has its own prefix byte.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StateKey {
+    Account(AccountId),
+    ValidatorSet,
+}
+
+impl StateKey {
+    pub fn to_bytes(self) -> Vec<u8> {
+        match self {
+            StateKey::Account(id) => [&[b'a'][..], &id.0.0].concat(),
+            StateKey::ValidatorSet => b"v".to_vec(),
+        }
+    }
+}
+
+/// An account: its key, role and next nonce.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, Deserialize)]
+pub struct Account {
+    pub key: PublicKey,
+    pub role: Role,
+    pub nonce: Nonce,
+    pub label: BoundedString<MAX_LABEL_LEN>,
+}
+
+/// Pending writes over a [`StateView`]: `None` deletes.
+pub type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// A view plus pending writes. Reads see the writes first.
+#[derive(Debug)]
+pub struct Overlay<'a, V: StateView + ?Sized> {
+    base: &'a V,
+    changes: Changes,
+}
+
+impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
+    pub fn new(base: &'a V) -> Self {
+        Overlay { base, changes: Changes::new() }
+    }
+
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        match self.changes.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.base.get(key),
+        }
+    }
+
+    pub fn get<T: Decode<()>>(&self, key: StateKey) -> Result<Option<T>, StateError> {
+        let raw = key.to_bytes();
+        decode_entry(&raw, self.get_raw(&raw)?)
+    }
+
+    pub fn put<T: Encode>(&mut self, key: StateKey, value: &T) {
+        self.changes.insert(key.to_bytes(), Some(codec::encode(value)));
+    }
+
+    pub fn account(&self, id: AccountId) -> Result<Option<Account>, StateError> {
+        self.get(StateKey::Account(id))
+    }
+
+    pub fn validator_set(&self) -> Result<Option<ValidatorSet>, StateError> {
+        self.get(StateKey::ValidatorSet)
+    }
+
+    /// A snapshot of the pending writes, to roll back to (one transaction's changes are
+    /// all-or-nothing).
+    pub fn checkpoint(&self) -> Changes {
+        self.changes.clone()
+    }
+
+    pub fn rollback(&mut self, checkpoint: Changes) {
+        self.changes = checkpoint;
+    }
+
+    pub fn into_changes(self) -> Changes {
+        self.changes
+    }
+}
+
+fn decode_entry<T: Decode<()>>(key: &[u8], value: Option<Vec<u8>>) -> Result<Option<T>, StateError> {
+    value
+        .map(|bytes| codec::decode(&bytes))
+        .transpose()
+        .map_err(|source| StateError::Corrupt { key: hex::encode(key), source })
+}
+
+/// Reads `key` as it will be once `changes` are applied to `base`.
+pub fn get_after<V: StateView + ?Sized, T: Decode<()>>(
+    base: &V,
+    changes: &Changes,
+    key: StateKey,
+) -> Result<Option<T>, StateError> {
+    let raw = key.to_bytes();
+    let value = match changes.get(&raw) {
+        Some(value) => value.clone(),
+        None => base.get(&raw)?,
+    };
+    decode_entry(&raw, value)
+}
+
+/// The state root: the RFC 6962 Merkle root over all entries in key order, each leaf the
+/// canonical encoding of (key, value).
+///
+/// This recomputes over the whole state. It is exact and simple, and linear in the state
+/// size; an authenticated tree with proofs of absence (jmt) is what replaces it.
+pub fn state_root<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Hash {
+    let leaves: Vec<Hash> = entries.map(|(k, v)| entry_leaf(k, v)).collect();
+    merkle::root(&leaves)
+}
+
+/// The leaf of one state entry.
+pub fn entry_leaf(key: &[u8], value: &[u8]) -> Hash {
+    let mut data = (key.len() as u64).to_le_bytes().to_vec();
+    data.extend_from_slice(key);
+    data.extend_from_slice(value);
+    merkle::leaf_hash(&data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_reads_its_writes_and_rolls_back() {
+        let base = BTreeMap::from([(b"v".to_vec(), vec![1u8])]);
+        let mut overlay = Overlay::new(&base);
+        assert_eq!(overlay.get_raw(b"v").unwrap(), Some(vec![1]));
+        let checkpoint = overlay.checkpoint();
+        overlay.changes.insert(b"v".to_vec(), None);
+        assert_eq!(overlay.get_raw(b"v").unwrap(), None);
+        overlay.rollback(checkpoint);
+        assert_eq!(overlay.get_raw(b"v").unwrap(), Some(vec![1]));
+    }
+
+    #[test]
+    fn state_root_depends_on_keys_and_values_and_is_unambiguous() {
+        let a = state_root([(&b"ab"[..], &b"c"[..])].into_iter());
+        let b = state_root([(&b"a"[..], &b"bc"[..])].into_iter());
+        assert_ne!(a, b);
+    }
+}
