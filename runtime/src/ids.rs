@@ -37,6 +37,12 @@ impl Height {
 #[serde(transparent)]
 pub struct Round(pub u32);
 
+impl Round {
+    pub fn next(self) -> Round {
+        Round(self.0.saturating_add(1))
+    }
+}
+
 /// An account's transaction counter; a transaction must carry the sender's next nonce.
 #[derive(
     Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Encode, Decode, Serialize, Deserialize,
