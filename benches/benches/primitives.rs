@@ -3,6 +3,14 @@
 //!
 //! cargo bench -p bidchain-benches --bench primitives
 
+// Test code: a failed unwrap or panic is a failed test, which is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
 use std::hint::black_box;
 
 use bidchain_node::chain::Chain;
@@ -20,7 +28,16 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 
 fn txs(n: u64) -> Vec<SignedTransaction> {
     let hub = Keypair::from_seed_for_tests(1);
-    (0..n).map(|i| create_account_tx(&hub, i, &Keypair::from_seed_for_tests(10_000 + i), Role::Bidder)).collect()
+    (0..n)
+        .map(|i| {
+            create_account_tx(
+                &hub,
+                i,
+                &Keypair::from_seed_for_tests(10_000 + i),
+                Role::Bidder,
+            )
+        })
+        .collect()
 }
 
 fn tx_decode_verify(c: &mut Criterion) {
@@ -37,8 +54,10 @@ fn tx_decode_verify(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1024));
     group.bench_function("decode_verify_batch_1024", |b| {
         b.iter(|| {
-            let decoded: Vec<_> =
-                encoded.iter().filter_map(|bytes| SignedTransaction::decode(bytes).ok()).collect();
+            let decoded: Vec<_> = encoded
+                .iter()
+                .filter_map(|bytes| SignedTransaction::decode(bytes).ok())
+                .collect();
             let keys: Vec<_> = decoded.iter().map(|t| t.tx.sender).collect();
             let msgs: Vec<Vec<u8>> = decoded.iter().map(|t| t.tx.signing_bytes()).collect();
             let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
@@ -50,11 +69,17 @@ fn tx_decode_verify(c: &mut Criterion) {
 }
 
 fn merkle_proof(c: &mut Criterion) {
-    let leaves: Vec<Hash> = (0..65_536u64).map(|i| merkle::leaf_hash(&i.to_le_bytes())).collect();
+    let leaves: Vec<Hash> = (0..65_536u64)
+        .map(|i| merkle::leaf_hash(&i.to_le_bytes()))
+        .collect();
     let root = merkle::root(&leaves);
     let proof = merkle::prove(&leaves, 12_345).unwrap_or_else(|e| panic!("{e}"));
     c.bench_function("merkle/verify_proof_65536_leaves", |b| {
-        b.iter(|| proof.verify(black_box(leaves[12_345]), root).unwrap_or_else(|e| panic!("{e}")))
+        b.iter(|| {
+            proof
+                .verify(black_box(leaves[12_345]), root)
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
     });
 }
 
@@ -79,7 +104,10 @@ fn certificate(c: &mut Criterion) {
             signatures: BoundedVec::new(sigs).unwrap_or_else(|e| panic!("{e}")),
         };
         c.bench_function(&format!("certificate/verify_n{n}"), |b| {
-            b.iter(|| cert.verify(&genesis.chain_id, Height(1), &id, &set).unwrap_or_else(|e| panic!("{e}")))
+            b.iter(|| {
+                cert.verify(&genesis.chain_id, Height(1), &id, &set)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
         });
     }
 }
@@ -100,17 +128,29 @@ fn block_commit(c: &mut Criterion) {
             |(dir, chain, txs)| {
                 let time = Timestamp(bidchain_node::testing::TEST_GENESIS_MS + 1);
                 let key = Keypair::from_seed_for_tests(1);
-                let proposal = chain.build_proposal(txs, time, key.public()).unwrap_or_else(|e| panic!("{e}"));
+                let proposal = chain
+                    .build_proposal(txs, time, key.public())
+                    .unwrap_or_else(|e| panic!("{e}"));
                 let header = &proposal.block.header;
-                let msg = precommit_signing_bytes(&header.chain_id, header.height, Round(0), &header.id());
+                let msg = precommit_signing_bytes(
+                    &header.chain_id,
+                    header.height,
+                    Round(0),
+                    &header.id(),
+                );
                 let cert = CommitCertificate {
                     height: header.height,
                     round: Round(0),
                     block_id: header.id(),
-                    signatures: BoundedVec::new(vec![CommitSig { validator_index: 0, signature: key.sign(&msg) }])
-                        .unwrap_or_else(|e| panic!("{e}")),
+                    signatures: BoundedVec::new(vec![CommitSig {
+                        validator_index: 0,
+                        signature: key.sign(&msg),
+                    }])
+                    .unwrap_or_else(|e| panic!("{e}")),
                 };
-                chain.commit(&proposal, &cert).unwrap_or_else(|e| panic!("{e}"));
+                chain
+                    .commit(&proposal, &cert)
+                    .unwrap_or_else(|e| panic!("{e}"));
                 drop(dir);
             },
             BatchSize::PerIteration,
@@ -119,5 +159,11 @@ fn block_commit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, tx_decode_verify, merkle_proof, certificate, block_commit);
+criterion_group!(
+    benches,
+    tx_decode_verify,
+    merkle_proof,
+    certificate,
+    block_commit
+);
 criterion_main!(benches);

@@ -28,8 +28,13 @@ pub struct Refused {
 
 impl Client {
     pub fn new(base: &str) -> Result<Client> {
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
-        Ok(Client { base: base.trim_end_matches('/').to_owned(), http })
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        })
     }
 
     pub fn base(&self) -> &str {
@@ -38,19 +43,36 @@ impl Client {
 
     async fn decode<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T> {
         let status = response.status();
-        let bytes = response.bytes().await.context("reading the node's answer")?;
+        let bytes = response
+            .bytes()
+            .await
+            .context("reading the node's answer")?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).context("the node's answer is not the expected JSON");
+            return serde_json::from_slice(&bytes)
+                .context("the node's answer is not the expected JSON");
         }
         match serde_json::from_slice::<ErrorResponse>(&bytes) {
-            Ok(err) => Err(Refused { code: err.code, message: err.error, status: status.as_u16() }.into()),
-            Err(_) => Err(anyhow!("node answered HTTP {status}: {}", String::from_utf8_lossy(&bytes))),
+            Ok(err) => Err(Refused {
+                code: err.code,
+                message: err.error,
+                status: status.as_u16(),
+            }
+            .into()),
+            Err(_) => Err(anyhow!(
+                "node answered HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )),
         }
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let url = format!("{}{path}", self.base);
-        let response = self.http.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
         self.decode(response).await
     }
 
@@ -111,7 +133,9 @@ impl Client {
             match self.status().await {
                 Ok(status) => return Ok(status),
                 Err(err) if start.elapsed() >= timeout => {
-                    return Err(err.context(format!("node at {} not ready after {timeout:?}", self.base)));
+                    return Err(
+                        err.context(format!("node at {} not ready after {timeout:?}", self.base))
+                    );
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }

@@ -45,7 +45,10 @@ pub async fn run(options: DemoOptions) -> Result<()> {
         None => std::env::temp_dir().join(format!("bidchain-demo-{}", std::process::id())),
     };
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
-        bail!("{} is not empty; give --dir an empty or new directory", dir.display());
+        bail!(
+            "{} is not empty; give --dir an empty or new directory",
+            dir.display()
+        );
     }
     let bin = std::env::current_exe().context("locate the bidchain binary")?;
     let result = run_in(&dir, &bin).await;
@@ -65,7 +68,10 @@ struct Parties {
 }
 
 async fn run_in(dir: &Path, bin: &Path) -> Result<()> {
-    step(1, "generate keys and a genesis: the provincial hub is the one validator");
+    step(
+        1,
+        "generate keys and a genesis: the provincial hub is the one validator",
+    );
     let parties = Parties {
         hub: Keypair::generate(),
         center: Keypair::generate(),
@@ -74,32 +80,61 @@ async fn run_in(dir: &Path, bin: &Path) -> Result<()> {
     let genesis = demo_genesis(&parties.hub)?;
     let home = dir.join("hub");
     setup::init_home(&home, &genesis, &parties.hub, "hub", "127.0.0.1:0".parse()?)?;
-    ok(&format!("chain {} genesis {}", genesis.chain_id, genesis.hash()));
+    ok(&format!(
+        "chain {} genesis {}",
+        genesis.chain_id,
+        genesis.hash()
+    ));
 
     step(2, "start the validator node as its own process");
     let log = dir.join("hub.log");
     let mut node = NodeProcess::spawn(bin, &home, &log).await?;
     let status = node.client.status().await?;
-    ensure!(status.genesis_hash == genesis.hash(), "node runs another genesis");
-    ok(&format!("node pid {} answers at {} (height {})", node.pid(), node.client.base(), status.height));
+    ensure!(
+        status.genesis_hash == genesis.hash(),
+        "node runs another genesis"
+    );
+    ok(&format!(
+        "node pid {} answers at {} (height {})",
+        node.pid(),
+        node.client.base(),
+        status.height
+    ));
 
     let client = node.client.clone();
     let center_tx = accounts_flow(&client, &parties, &genesis).await?;
     refusals(&client, &parties, &genesis).await?;
     audit(&client, &genesis, &center_tx).await?;
 
-    step(8, "crash the node (SIGKILL) and restart it: nothing committed may be lost");
+    step(
+        8,
+        "crash the node (SIGKILL) and restart it: nothing committed may be lost",
+    );
     let before = client.status().await?;
     node.kill()?;
     let mut node = NodeProcess::spawn(bin, &home, &log).await?;
     let after = node.client.status().await?;
-    ensure!(after.height >= before.height, "height went back from {} to {}", before.height, after.height);
+    ensure!(
+        after.height >= before.height,
+        "height went back from {} to {}",
+        before.height,
+        after.height
+    );
     let block = node.client.block(before.height).await?;
-    ensure!(block.block_id == before.latest_block_hash, "block {} changed across the crash", before.height);
+    ensure!(
+        block.block_id == before.latest_block_hash,
+        "block {} changed across the crash",
+        before.height
+    );
     for bidder in &parties.bidders {
-        node.client.account(&AccountId::of(&bidder.public())).await?;
+        node.client
+            .account(&AccountId::of(&bidder.public()))
+            .await?;
     }
-    ok(&format!("restarted at height {} with block {} intact", after.height, block.block_id));
+    ok(&format!(
+        "restarted at height {} with block {} intact",
+        after.height, block.block_id
+    ));
 
     step(9, "stop the node (SIGTERM)");
     node.stop().await?;
@@ -109,13 +144,32 @@ async fn run_in(dir: &Path, bin: &Path) -> Result<()> {
 }
 
 fn demo_genesis(hub: &Keypair) -> Result<Genesis> {
-    let validator = setup::parse_validator(&format!("hub:hub:{}:/ip4/127.0.0.1/tcp/26656", hub.public()))?;
-    let consensus = ConsensusParams { block_interval_ms: 200, ..ConsensusParams::default() };
+    let validator = setup::parse_validator(&format!(
+        "hub:hub:{}:/ip4/127.0.0.1/tcp/26656",
+        hub.public()
+    ))?;
+    let consensus = ConsensusParams {
+        block_interval_ms: 200,
+        ..ConsensusParams::default()
+    };
     let now = Timestamp::from_system(std::time::SystemTime::now());
-    setup::new_genesis("bidchain-demo", Timestamp(now.as_millis() - 1_000), consensus, vec![validator], vec![])
+    setup::new_genesis(
+        "bidchain-demo",
+        Timestamp(now.as_millis() - 1_000),
+        consensus,
+        vec![validator],
+        vec![],
+    )
 }
 
-fn create_account(genesis: &Genesis, signer: &Keypair, nonce: Nonce, new: &Keypair, role: Role, label: &str) -> Result<SignedTransaction> {
+fn create_account(
+    genesis: &Genesis,
+    signer: &Keypair,
+    nonce: Nonce,
+    new: &Keypair,
+    role: Role,
+    label: &str,
+) -> Result<SignedTransaction> {
     Ok(Transaction {
         chain_id: genesis.chain_id.clone(),
         sender: signer.public(),
@@ -130,29 +184,66 @@ fn create_account(genesis: &Genesis, signer: &Keypair, nonce: Nonce, new: &Keypa
 }
 
 async fn next_nonce(client: &Client, key: &Keypair) -> Result<Nonce> {
-    Ok(client.account(&AccountId::of(&key.public())).await?.next_nonce)
+    Ok(client
+        .account(&AccountId::of(&key.public()))
+        .await?
+        .next_nonce)
 }
 
 /// Steps 3–4: the hub opens a city center, the center registers bidders.
-async fn accounts_flow(client: &Client, p: &Parties, genesis: &Genesis) -> Result<SignedTransaction> {
+async fn accounts_flow(
+    client: &Client,
+    p: &Parties,
+    genesis: &Genesis,
+) -> Result<SignedTransaction> {
     step(3, "the hub opens an account for a city center");
-    let tx = create_account(genesis, &p.hub, next_nonce(client, &p.hub).await?, &p.center, Role::Center, "center-nanjing")?;
+    let tx = create_account(
+        genesis,
+        &p.hub,
+        next_nonce(client, &p.hub).await?,
+        &p.center,
+        Role::Center,
+        "center-nanjing",
+    )?;
     let admitted = client.submit(&tx).await?;
-    ok(&format!("admitted: receipt of admission for tx {}", admitted.tx_hash));
-    let included = client.wait_included(&admitted.tx_hash, INCLUDE_TIMEOUT).await?;
-    ensure!(included.status == TxStatus::Committed, "center account: {:?}", included.result);
-    ok(&format!("committed at height {}", included.height.unwrap_or(Height(0))));
+    ok(&format!(
+        "admitted: receipt of admission for tx {}",
+        admitted.tx_hash
+    ));
+    let included = client
+        .wait_included(&admitted.tx_hash, INCLUDE_TIMEOUT)
+        .await?;
+    ensure!(
+        included.status == TxStatus::Committed,
+        "center account: {:?}",
+        included.result
+    );
+    ok(&format!(
+        "committed at height {}",
+        included.height.unwrap_or(Height(0))
+    ));
 
     step(4, "the center registers three bidders (pseudonymous ids)");
     let mut hashes = Vec::new();
     let first = next_nonce(client, &p.center).await?;
     for (i, bidder) in p.bidders.iter().enumerate() {
-        let tx = create_account(genesis, &p.center, Nonce(first.0 + i as u64), bidder, Role::Bidder, &format!("bidder-{i}"))?;
+        let tx = create_account(
+            genesis,
+            &p.center,
+            Nonce(first.0 + i as u64),
+            bidder,
+            Role::Bidder,
+            &format!("bidder-{i}"),
+        )?;
         hashes.push(client.submit(&tx).await?.tx_hash);
     }
     for hash in &hashes {
         let included = client.wait_included(hash, INCLUDE_TIMEOUT).await?;
-        ensure!(included.status == TxStatus::Committed, "bidder account: {:?}", included.result);
+        ensure!(
+            included.status == TxStatus::Committed,
+            "bidder account: {:?}",
+            included.result
+        );
     }
     ok(&format!("{} bidder accounts committed", hashes.len()));
     Ok(tx)
@@ -160,19 +251,35 @@ async fn accounts_flow(client: &Client, p: &Parties, genesis: &Genesis) -> Resul
 
 /// Steps 5–6: what the chain refuses, and why.
 async fn refusals(client: &Client, p: &Parties, genesis: &Genesis) -> Result<()> {
-    step(5, "a center may not create an auditor: the tx is included and refused by the rule");
+    step(
+        5,
+        "a center may not create an auditor: the tx is included and refused by the rule",
+    );
     let auditor = Keypair::generate();
-    let tx = create_account(genesis, &p.center, next_nonce(client, &p.center).await?, &auditor, Role::Auditor, "auditor")?;
+    let tx = create_account(
+        genesis,
+        &p.center,
+        next_nonce(client, &p.center).await?,
+        &auditor,
+        Role::Auditor,
+        "auditor",
+    )?;
     let hash = client.submit(&tx).await?.tx_hash;
     let included = client.wait_included(&hash, INCLUDE_TIMEOUT).await?;
     match &included.result {
         Some(TxOutcome::Rejected { code, reason }) if code.as_str() == "not_permitted" => {
-            ok(&format!("rejected at height {}: {reason}", included.height.unwrap_or(Height(0))));
+            ok(&format!(
+                "rejected at height {}: {reason}",
+                included.height.unwrap_or(Height(0))
+            ));
         }
         other => bail!("expected a not_permitted rejection, got {other:?}"),
     }
 
-    step(6, "a replayed transaction and garbage bytes are refused at admission");
+    step(
+        6,
+        "a replayed transaction and garbage bytes are refused at admission",
+    );
     match client.submit(&tx).await {
         Err(err) => match err.downcast_ref::<Refused>() {
             Some(refused) => ok(&format!("replay refused: {}", refused.message)),
@@ -181,7 +288,11 @@ async fn refusals(client: &Client, p: &Parties, genesis: &Genesis) -> Result<()>
         Ok(_) => bail!("a replayed transaction was admitted"),
     }
     match client.submit_raw(vec![0xde, 0xad, 0xbe, 0xef]).await {
-        Err(err) if err.downcast_ref::<Refused>().is_some_and(|r| r.code == "malformed_tx") => {
+        Err(err)
+            if err
+                .downcast_ref::<Refused>()
+                .is_some_and(|r| r.code == "malformed_tx") =>
+        {
             ok("garbage refused as malformed_tx; node still answering");
         }
         other => bail!("garbage bytes were not refused as malformed: {other:?}"),
@@ -192,7 +303,10 @@ async fn refusals(client: &Client, p: &Parties, genesis: &Genesis) -> Result<()>
 
 /// Step 7: check a receipt without trusting the node.
 async fn audit(client: &Client, genesis: &Genesis, tx: &SignedTransaction) -> Result<()> {
-    step(7, "check the center's receipt against the genesis validator set (proof + certificate)");
+    step(
+        7,
+        "check the center's receipt against the genesis validator set (proof + certificate)",
+    );
     let answer = client.tx(&tx.hash()).await?;
     let height = answer.height.context("receipt has no height")?;
     let block = client.block(height).await?;
@@ -207,7 +321,10 @@ async fn audit(client: &Client, genesis: &Genesis, tx: &SignedTransaction) -> Re
     ));
     let mut tampered = answer.clone();
     tampered.index = tampered.index.map(|i| i + 1);
-    ensure!(verify_receipt(genesis, &tampered, &block).is_err(), "a tampered receipt verified");
+    ensure!(
+        verify_receipt(genesis, &tampered, &block).is_err(),
+        "a tampered receipt verified"
+    );
     ok("a tampered copy of the receipt is refused");
     Ok(())
 }

@@ -20,7 +20,11 @@ use bidchain_runtime::tx::{NativeCall, Payload, Role, Transaction, TxHash};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bidchain", version, about = "A permissioned ledger for public resource trading")]
+#[command(
+    name = "bidchain",
+    version,
+    about = "A permissioned ledger for public resource trading"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -155,7 +159,10 @@ enum AccountCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -175,11 +182,21 @@ async fn dispatch(command: Command) -> Result<()> {
     match command {
         Command::Keys(cmd) => keys(cmd),
         Command::Genesis(cmd) => genesis(cmd),
-        Command::Init { home, genesis, key, name, rpc_listen } => {
+        Command::Init {
+            home,
+            genesis,
+            key,
+            name,
+            rpc_listen,
+        } => {
             let genesis = Genesis::load(&genesis)?;
             let key = read_key_file(&key)?;
             setup::init_home(&home, &genesis, &key, &name, rpc_listen)?;
-            println!("initialised {} for chain {}", home.display(), genesis.chain_id);
+            println!(
+                "initialised {} for chain {}",
+                home.display(),
+                genesis.chain_id
+            );
             Ok(())
         }
         Command::Node { home } => run_node(&home).await,
@@ -204,7 +221,11 @@ fn keys(cmd: KeysCommand) -> Result<()> {
         }
         KeysCommand::Show { file } => {
             let key = read_key_file(&file)?;
-            println!("public_key {}\naccount_id {}", key.public(), AccountId::of(&key.public()));
+            println!(
+                "public_key {}\naccount_id {}",
+                key.public(),
+                AccountId::of(&key.public())
+            );
         }
     }
     Ok(())
@@ -212,19 +233,39 @@ fn keys(cmd: KeysCommand) -> Result<()> {
 
 fn genesis(cmd: GenesisCommand) -> Result<()> {
     match cmd {
-        GenesisCommand::New { chain_id, validators, accounts, genesis_time, block_interval_ms, out } => {
-            let validators = validators.iter().map(|v| setup::parse_validator(v)).collect::<Result<_>>()?;
-            let accounts = accounts.iter().map(|a| setup::parse_account(a)).collect::<Result<_>>()?;
+        GenesisCommand::New {
+            chain_id,
+            validators,
+            accounts,
+            genesis_time,
+            block_interval_ms,
+            out,
+        } => {
+            let validators = validators
+                .iter()
+                .map(|v| setup::parse_validator(v))
+                .collect::<Result<_>>()?;
+            let accounts = accounts
+                .iter()
+                .map(|a| setup::parse_account(a))
+                .collect::<Result<_>>()?;
             let time = match genesis_time {
                 Some(text) => Timestamp::parse_rfc3339(&text)?,
                 None => Timestamp::from_system(std::time::SystemTime::now()),
             };
-            let consensus = ConsensusParams { block_interval_ms, ..ConsensusParams::default() };
+            let consensus = ConsensusParams {
+                block_interval_ms,
+                ..ConsensusParams::default()
+            };
             let genesis = setup::new_genesis(&chain_id, time, consensus, validators, accounts)?;
             if out.exists() {
-                anyhow::bail!("{} exists; refusing to overwrite a genesis file", out.display());
+                anyhow::bail!(
+                    "{} exists; refusing to overwrite a genesis file",
+                    out.display()
+                );
             }
-            std::fs::write(&out, genesis.to_json()).with_context(|| format!("write {}", out.display()))?;
+            std::fs::write(&out, genesis.to_json())
+                .with_context(|| format!("write {}", out.display()))?;
             println!("{}", genesis.hash());
         }
         GenesisCommand::Verify { file } => {
@@ -240,7 +281,10 @@ async fn run_node(home: &Path) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
         .context("log filter in config.toml")?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     bidchain_node::node::run(home, shutdown_signal()).await?;
     Ok(())
 }
@@ -266,24 +310,56 @@ async fn account(cmd: AccountCommand) -> Result<()> {
         AccountCommand::Show { account, rpc } => {
             return print_json(&Client::new(&rpc)?.account(&account).await?);
         }
-        AccountCommand::Create { key, public_key, role, label, rpc, no_wait } => {
+        AccountCommand::Create {
+            key,
+            public_key,
+            role,
+            label,
+            rpc,
+            no_wait,
+        } => {
             let label = BoundedString::new(label).context("label")?;
-            let call = NativeCall::CreateAccount { key: public_key, role, label };
+            let call = NativeCall::CreateAccount {
+                key: public_key,
+                role,
+                label,
+            };
             (key, Payload::Native(call), rpc, no_wait)
         }
-        AccountCommand::SetRole { key, account, role, rpc, no_wait } => {
-            (key, Payload::Native(NativeCall::SetRole { account, role }), rpc, no_wait)
-        }
+        AccountCommand::SetRole {
+            key,
+            account,
+            role,
+            rpc,
+            no_wait,
+        } => (
+            key,
+            Payload::Native(NativeCall::SetRole { account, role }),
+            rpc,
+            no_wait,
+        ),
     };
     let key = read_key_file(&key)?;
     let client = Client::new(&rpc)?;
     let status = client.status().await?;
-    let nonce = client.account(&AccountId::of(&key.public())).await?.next_nonce;
-    let tx = Transaction { chain_id: ChainId::new(&status.chain_id)?, sender: key.public(), nonce, payload }
-        .sign(&key);
+    let nonce = client
+        .account(&AccountId::of(&key.public()))
+        .await?
+        .next_nonce;
+    let tx = Transaction {
+        chain_id: ChainId::new(&status.chain_id)?,
+        sender: key.public(),
+        nonce,
+        payload,
+    }
+    .sign(&key);
     let admitted = client.submit(&tx).await?;
     if no_wait {
         return print_json(&admitted);
     }
-    print_json(&client.wait_included(&admitted.tx_hash, Duration::from_secs(60)).await?)
+    print_json(
+        &client
+            .wait_included(&admitted.tx_hash, Duration::from_secs(60))
+            .await?,
+    )
 }

@@ -62,10 +62,16 @@ impl NodeProcess {
                 return Ok(addr.trim().to_owned());
             }
             if let Some(status) = self.child.try_wait()? {
-                bail!("node exited with {status} before it started; see {}", self.log.display());
+                bail!(
+                    "node exited with {status} before it started; see {}",
+                    self.log.display()
+                );
             }
             if start.elapsed() > START_TIMEOUT {
-                bail!("node did not start within {START_TIMEOUT:?}; see {}", self.log.display());
+                bail!(
+                    "node did not start within {START_TIMEOUT:?}; see {}",
+                    self.log.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

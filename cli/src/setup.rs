@@ -11,7 +11,6 @@ use bidchain_runtime::bounded::BoundedString;
 use bidchain_runtime::crypto::{Keypair, PublicKey};
 use bidchain_runtime::ids::ChainId;
 use bidchain_runtime::time::Timestamp;
-use bidchain_runtime::tx::Role;
 
 /// Parses `NAME:ROLE:PUBKEY:P2P_ADDR` (the address may itself hold colons, as IPv6 does).
 pub fn parse_validator(spec: &str) -> Result<GenesisValidator> {
@@ -22,7 +21,9 @@ pub fn parse_validator(spec: &str) -> Result<GenesisValidator> {
     Ok(GenesisValidator {
         name: BoundedString::new(*name).with_context(|| format!("validator name {name:?}"))?,
         role: role.parse()?,
-        public_key: key.parse::<PublicKey>().with_context(|| format!("validator {name} key"))?,
+        public_key: key
+            .parse::<PublicKey>()
+            .with_context(|| format!("validator {name} key"))?,
         p2p_address: BoundedString::new(*address).context("p2p address")?,
         power: 1,
     })
@@ -37,7 +38,9 @@ pub fn parse_account(spec: &str) -> Result<GenesisAccount> {
     Ok(GenesisAccount {
         label: BoundedString::new(*label).with_context(|| format!("account label {label:?}"))?,
         role: role.parse()?,
-        public_key: key.parse::<PublicKey>().with_context(|| format!("account {label} key"))?,
+        public_key: key
+            .parse::<PublicKey>()
+            .with_context(|| format!("account {label} key"))?,
     })
 }
 
@@ -69,7 +72,10 @@ pub fn init_home(
     rpc_listen: SocketAddr,
 ) -> Result<()> {
     if config_path(home).exists() {
-        bail!("{} already holds a node (config.toml exists)", home.display());
+        bail!(
+            "{} already holds a node (config.toml exists)",
+            home.display()
+        );
     }
     std::fs::create_dir_all(home).with_context(|| format!("create {}", home.display()))?;
     let config = NodeConfig::new(name, rpc_listen);

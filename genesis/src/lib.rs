@@ -98,7 +98,10 @@ pub struct Genesis {
 #[derive(Debug, thiserror::Error)]
 pub enum GenesisError {
     #[error("cannot read genesis file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("genesis file {path} is {len} bytes; the limit is {MAX_GENESIS_FILE_BYTES}")]
     TooLarge { path: String, len: u64 },
     #[error("genesis is not valid JSON for a genesis file: {0}")]
@@ -110,17 +113,27 @@ pub enum GenesisError {
     #[error("genesis has {0} accounts; at most {MAX_GENESIS_ACCOUNTS} are allowed")]
     TooManyAccounts(usize),
     #[error("public key {key} is used by both {first} and {second}")]
-    DuplicateKey { key: PublicKey, first: String, second: String },
+    DuplicateKey {
+        key: PublicKey,
+        first: String,
+        second: String,
+    },
     #[error("validator name {0:?} is used twice")]
     DuplicateName(String),
     #[error("validator {name} has role {role}; validators must be the hub or a center")]
     ValidatorRole { name: String, role: Role },
-    #[error("validator {name}: p2p address {address:?} is not /ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT")]
+    #[error(
+        "validator {name}: p2p address {address:?} is not /ip4|ip6|dns|dns4|dns6/HOST/tcp/PORT"
+    )]
     BadP2pAddress { name: String, address: String },
     #[error("genesis time {0} is before 2000-01-01")]
     BadTime(Timestamp),
     #[error("consensus parameter {name} = {value} {reason}")]
-    BadParam { name: &'static str, value: u64, reason: &'static str },
+    BadParam {
+        name: &'static str,
+        value: u64,
+        reason: &'static str,
+    },
     #[error("validator set: {0}")]
     ValidatorSet(#[from] ValidatorSetError),
 }
@@ -128,7 +141,10 @@ pub enum GenesisError {
 impl Genesis {
     pub fn load(path: &Path) -> Result<Genesis, GenesisError> {
         let shown = path.display().to_string();
-        let io = |source| GenesisError::Io { path: shown.clone(), source };
+        let io = |source| GenesisError::Io {
+            path: shown.clone(),
+            source,
+        };
         let len = std::fs::metadata(path).map_err(io)?.len();
         if len > MAX_GENESIS_FILE_BYTES {
             return Err(GenesisError::TooLarge { path: shown, len });
@@ -175,7 +191,10 @@ impl Genesis {
                 return Err(GenesisError::DuplicateName(v.name.to_string()));
             }
             if !matches!(v.role, Role::Hub | Role::Center) {
-                return Err(GenesisError::ValidatorRole { name: v.name.to_string(), role: v.role });
+                return Err(GenesisError::ValidatorRole {
+                    name: v.name.to_string(),
+                    role: v.role,
+                });
             }
             if !is_p2p_address(&v.p2p_address) {
                 return Err(GenesisError::BadP2pAddress {
@@ -189,11 +208,21 @@ impl Genesis {
 
     fn validate_unique_keys(&self) -> Result<(), GenesisError> {
         let mut owners: BTreeMap<PublicKey, String> = BTreeMap::new();
-        let all = self.validators.iter().map(|v| (v.public_key, format!("validator {}", v.name)));
-        let accounts = self.accounts.iter().map(|a| (a.public_key, format!("account {}", a.label)));
+        let all = self
+            .validators
+            .iter()
+            .map(|v| (v.public_key, format!("validator {}", v.name)));
+        let accounts = self
+            .accounts
+            .iter()
+            .map(|a| (a.public_key, format!("account {}", a.label)));
         for (key, owner) in all.chain(accounts) {
             if let Some(first) = owners.insert(key, owner.clone()) {
-                return Err(GenesisError::DuplicateKey { key, first, second: owner });
+                return Err(GenesisError::DuplicateKey {
+                    key,
+                    first,
+                    second: owner,
+                });
             }
         }
         Ok(())
@@ -204,7 +233,11 @@ impl Genesis {
         let validators = self
             .validators
             .iter()
-            .map(|v| Validator { name: v.name.clone(), key: v.public_key, power: v.power })
+            .map(|v| Validator {
+                name: v.name.clone(),
+                key: v.public_key,
+                power: v.power,
+            })
             .collect();
         Ok(ValidatorSet::new(validators)?)
     }
@@ -223,33 +256,71 @@ impl Genesis {
     /// validator set.
     pub fn initial_state(&self) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, GenesisError> {
         let mut state = BTreeMap::new();
-        let validators = self.validators.iter().map(|v| (v.public_key, v.role, v.name.as_str()));
-        let accounts = self.accounts.iter().map(|a| (a.public_key, a.role, a.label.as_str()));
+        let validators = self
+            .validators
+            .iter()
+            .map(|v| (v.public_key, v.role, v.name.as_str()));
+        let accounts = self
+            .accounts
+            .iter()
+            .map(|a| (a.public_key, a.role, a.label.as_str()));
         for (key, role, label) in validators.chain(accounts) {
-            let account =
-                Account { key, role, nonce: Nonce(0), label: BoundedString::truncating(label) };
-            state.insert(StateKey::Account(AccountId::of(&key)).to_bytes(), codec::encode(&account));
+            let account = Account {
+                key,
+                role,
+                nonce: Nonce(0),
+                label: BoundedString::truncating(label),
+            };
+            state.insert(
+                StateKey::Account(AccountId::of(&key)).to_bytes(),
+                codec::encode(&account),
+            );
         }
-        state.insert(StateKey::ValidatorSet.to_bytes(), codec::encode(&self.validator_set()?));
+        state.insert(
+            StateKey::ValidatorSet.to_bytes(),
+            codec::encode(&self.validator_set()?),
+        );
         Ok(state)
     }
 }
 
 impl ConsensusParams {
     fn validate(&self) -> Result<(), GenesisError> {
-        let bad = |name, value: u64, reason| Err(GenesisError::BadParam { name, value, reason });
+        let bad = |name, value: u64, reason| {
+            Err(GenesisError::BadParam {
+                name,
+                value,
+                reason,
+            })
+        };
         if !(10..=60_000).contains(&self.block_interval_ms) {
-            return bad("block_interval_ms", self.block_interval_ms, "must be 10..=60000");
+            return bad(
+                "block_interval_ms",
+                self.block_interval_ms,
+                "must be 10..=60000",
+            );
         }
         if self.max_block_txs == 0 || self.max_block_txs as usize > block::MAX_BLOCK_TXS {
-            return bad("max_block_txs", self.max_block_txs.into(), "must be 1..=20000");
+            return bad(
+                "max_block_txs",
+                self.max_block_txs.into(),
+                "must be 1..=20000",
+            );
         }
         let max_bytes = block::MAX_BLOCK_BYTES as u64;
         if u64::from(self.max_block_bytes) < 1024 || u64::from(self.max_block_bytes) > max_bytes {
-            return bad("max_block_bytes", self.max_block_bytes.into(), "must be 1 KiB..=8 MiB");
+            return bad(
+                "max_block_bytes",
+                self.max_block_bytes.into(),
+                "must be 1 KiB..=8 MiB",
+            );
         }
         if !(1..=600_000).contains(&self.timestamp_precision_ms) {
-            return bad("timestamp_precision_ms", self.timestamp_precision_ms, "must be 1..=600000");
+            return bad(
+                "timestamp_precision_ms",
+                self.timestamp_precision_ms,
+                "must be 1..=600000",
+            );
         }
         Ok(())
     }
@@ -362,13 +433,22 @@ mod tests {
 
     #[test]
     fn malformed_json_names_the_problem() {
-        let text = sample().to_json().replace("2026-11-24T00:00:00", "tomorrow");
+        let text = sample()
+            .to_json()
+            .replace("2026-11-24T00:00:00", "tomorrow");
         let err = Genesis::from_json(&text).unwrap_err().to_string();
         assert!(err.contains("RFC 3339"), "{err}");
-        let err = Genesis::from_json("{\"chain_id\": \"Bad Id\"}").unwrap_err().to_string();
+        let err = Genesis::from_json("{\"chain_id\": \"Bad Id\"}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("chain id"), "{err}");
         let text = sample().to_json().replace("\"accounts\"", "\"acounts\"");
-        assert!(Genesis::from_json(&text).unwrap_err().to_string().contains("unknown field"));
+        assert!(
+            Genesis::from_json(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! consensus logic itself.
 
 use bidchain_genesis::Genesis;
-use bidchain_runtime::block::{self, Block, BlockHash, CertificateError, CommitCertificate, Header};
+use bidchain_runtime::block::{
+    self, Block, BlockHash, CertificateError, CommitCertificate, Header,
+};
 use bidchain_runtime::bounded::BoundedVec;
 use bidchain_runtime::crypto::PublicKey;
 use bidchain_runtime::execute::{self, BlockEnv, ExecError, Executed};
@@ -38,9 +40,17 @@ pub enum ChainError {
     #[error("block time {got} is not after the previous block's {prev}")]
     TimeNotIncreasing { prev: Timestamp, got: Timestamp },
     #[error("block time {got} is more than {precision_ms} ms from this node's clock {local}")]
-    TimeOutOfPrecision { got: Timestamp, local: Timestamp, precision_ms: u64 },
+    TimeOutOfPrecision {
+        got: Timestamp,
+        local: Timestamp,
+        precision_ms: u64,
+    },
     #[error("header field {field} is {got}, execution gives {expected}")]
-    HeaderMismatch { field: &'static str, expected: Hash, got: Hash },
+    HeaderMismatch {
+        field: &'static str,
+        expected: Hash,
+        got: Hash,
+    },
     #[error("block holds {0} transactions, more than the block bound")]
     TooManyTxs(usize),
     #[error("state has no validator set")]
@@ -100,12 +110,18 @@ impl Chain {
             .storage
             .get::<crate::storage::Headers>(&height)?
             .ok_or(StorageError::MissingTable("headers"))?;
-        Ok(Tip { height, block_id: header.id(), time: header.time })
+        Ok(Tip {
+            height,
+            block_id: header.id(),
+            time: header.time,
+        })
     }
 
     /// The validator set that signs the next block.
     pub fn validator_set(&self) -> Result<ValidatorSet, ChainError> {
-        Overlay::new(&self.storage).validator_set()?.ok_or(ChainError::NoValidatorSet)
+        Overlay::new(&self.storage)
+            .validator_set()?
+            .ok_or(ChainError::NoValidatorSet)
     }
 
     /// Builds the next block from `candidates` at `time`. Candidates that have become
@@ -130,7 +146,10 @@ impl Chain {
         };
         let txs = BoundedVec::new(candidates).map_err(|e| ChainError::TooManyTxs(e.len))?;
         let header = self.header_for(&tip, time, &txs, &executed, proposer)?;
-        Ok(Proposal { block: Block { header, txs }, executed })
+        Ok(Proposal {
+            block: Block { header, txs },
+            executed,
+        })
     }
 
     fn env(&self, tip: &Tip, time: Timestamp) -> BlockEnv {
@@ -184,21 +203,42 @@ impl Chain {
             ("tx_root", expected.0.tx_root, got.tx_root),
             ("receipts_root", expected.0.receipts_root, got.receipts_root),
             ("state_root", expected.0.state_root, got.state_root),
-            ("validators_hash", expected.0.validators_hash, got.validators_hash),
-            ("next_validators_hash", expected.0.next_validators_hash, got.next_validators_hash),
+            (
+                "validators_hash",
+                expected.0.validators_hash,
+                got.validators_hash,
+            ),
+            (
+                "next_validators_hash",
+                expected.0.next_validators_hash,
+                got.next_validators_hash,
+            ),
         ];
         for (field, expected, got) in fields {
             if expected != got {
-                return Err(ChainError::HeaderMismatch { field, expected, got });
+                return Err(ChainError::HeaderMismatch {
+                    field,
+                    expected,
+                    got,
+                });
             }
         }
-        Ok(Proposal { block, executed: expected.1 })
+        Ok(Proposal {
+            block,
+            executed: expected.1,
+        })
     }
 
     fn build_exact(&self, tip: &Tip, block: &Block) -> Result<(Header, Executed), ChainError> {
         let env = self.env(tip, block.header.time);
         let executed = execute::execute_block(&self.storage, &env, &block.txs)?;
-        let header = self.header_for(tip, block.header.time, &block.txs, &executed, block.header.proposer)?;
+        let header = self.header_for(
+            tip,
+            block.header.time,
+            &block.txs,
+            &executed,
+            block.header.proposer,
+        )?;
         Ok((header, executed))
     }
 
@@ -210,21 +250,37 @@ impl Chain {
     ) -> Result<(), ChainError> {
         if header.chain_id != self.genesis.chain_id {
             let expected = self.genesis.chain_id.clone();
-            return Err(ChainError::WrongChain { expected, got: header.chain_id.clone() });
+            return Err(ChainError::WrongChain {
+                expected,
+                got: header.chain_id.clone(),
+            });
         }
         if header.height != tip.height.next() {
-            return Err(ChainError::WrongHeight { expected: tip.height.next(), got: header.height });
+            return Err(ChainError::WrongHeight {
+                expected: tip.height.next(),
+                got: header.height,
+            });
         }
         if header.prev_block_id != tip.block_id {
-            return Err(ChainError::WrongParent { expected: tip.block_id, got: header.prev_block_id });
+            return Err(ChainError::WrongParent {
+                expected: tip.block_id,
+                got: header.prev_block_id,
+            });
         }
         if header.time <= tip.time {
-            return Err(ChainError::TimeNotIncreasing { prev: tip.time, got: header.time });
+            return Err(ChainError::TimeNotIncreasing {
+                prev: tip.time,
+                got: header.time,
+            });
         }
         if let Some(local) = local_time {
             let precision_ms = self.genesis.consensus.timestamp_precision_ms;
             if header.time.as_millis().abs_diff(local.as_millis()) > precision_ms {
-                return Err(ChainError::TimeOutOfPrecision { got: header.time, local, precision_ms });
+                return Err(ChainError::TimeOutOfPrecision {
+                    got: header.time,
+                    local,
+                    precision_ms,
+                });
             }
         }
         Ok(())

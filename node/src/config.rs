@@ -62,11 +62,17 @@ fn default_empty_block_interval_ms() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is larger than {MAX_CONFIG_BYTES} bytes")]
     TooLarge { path: String },
     #[error("{path}: {source}")]
-    Toml { path: String, source: toml::de::Error },
+    Toml {
+        path: String,
+        source: toml::de::Error,
+    },
 }
 
 impl NodeConfig {
@@ -86,12 +92,18 @@ impl NodeConfig {
     pub fn load(home: &Path) -> Result<NodeConfig, ConfigError> {
         let path = config_path(home);
         let shown = path.display().to_string();
-        let io = |source| ConfigError::Io { path: shown.clone(), source };
+        let io = |source| ConfigError::Io {
+            path: shown.clone(),
+            source,
+        };
         if std::fs::metadata(&path).map_err(io)?.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge { path: shown });
         }
         let text = std::fs::read_to_string(&path).map_err(io)?;
-        toml::from_str(&text).map_err(|source| ConfigError::Toml { path: shown, source })
+        toml::from_str(&text).map_err(|source| ConfigError::Toml {
+            path: shown,
+            source,
+        })
     }
 
     pub fn to_toml(&self) -> String {
@@ -99,7 +111,11 @@ impl NodeConfig {
     }
 
     pub fn resolve(&self, home: &Path, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_owned() } else { home.join(path) }
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            home.join(path)
+        }
     }
 }
 

@@ -20,7 +20,10 @@ struct KeyFile {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     #[error("cannot access key file {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("key file {path} is not a bidchain key file: {reason}")]
     Format { path: String, reason: String },
     #[error("key file {0} already exists; refusing to overwrite a key")]
@@ -29,8 +32,14 @@ pub enum KeyFileError {
 
 pub fn write_key_file(path: &Path, key: &Keypair) -> Result<(), KeyFileError> {
     let shown = path.display().to_string();
-    let io = |source| KeyFileError::Io { path: shown.clone(), source };
-    let file = KeyFile { public_key: key.public(), secret_key: hex::encode(key.secret_bytes()) };
+    let io = |source| KeyFileError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let file = KeyFile {
+        public_key: key.public(),
+        secret_key: hex::encode(key.secret_bytes()),
+    };
     let text = serde_json::to_string_pretty(&file).unwrap_or_default();
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -46,8 +55,14 @@ pub fn write_key_file(path: &Path, key: &Keypair) -> Result<(), KeyFileError> {
 
 pub fn read_key_file(path: &Path) -> Result<Keypair, KeyFileError> {
     let shown = path.display().to_string();
-    let io = |source| KeyFileError::Io { path: shown.clone(), source };
-    let format = |reason: String| KeyFileError::Format { path: shown.clone(), reason };
+    let io = |source| KeyFileError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let format = |reason: String| KeyFileError::Format {
+        path: shown.clone(),
+        reason,
+    };
     if std::fs::metadata(path).map_err(io)?.len() > MAX_KEY_FILE_BYTES {
         return Err(format("too large".to_owned()));
     }
@@ -56,7 +71,9 @@ pub fn read_key_file(path: &Path) -> Result<Keypair, KeyFileError> {
     let secret = parse_hex_array::<32>(&file.secret_key).map_err(|e| format(e.to_string()))?;
     let key = Keypair::from_secret(secret);
     if key.public() != file.public_key {
-        return Err(format("public key does not match the secret key".to_owned()));
+        return Err(format(
+            "public key does not match the secret key".to_owned(),
+        ));
     }
     Ok(key)
 }
@@ -72,11 +89,19 @@ mod tests {
         let key = Keypair::generate();
         write_key_file(&path, &key).unwrap();
         assert_eq!(read_key_file(&path).unwrap().public(), key.public());
-        assert!(matches!(write_key_file(&path, &key), Err(KeyFileError::Exists(_))));
+        assert!(matches!(
+            write_key_file(&path, &key),
+            Err(KeyFileError::Exists(_))
+        ));
         let text = std::fs::read_to_string(&path).unwrap();
         let other = Keypair::generate().public().to_string();
         let bad = dir.path().join("bad.json");
         std::fs::write(&bad, text.replace(&key.public().to_string(), &other)).unwrap();
-        assert!(read_key_file(&bad).unwrap_err().to_string().contains("does not match"));
+        assert!(
+            read_key_file(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("does not match")
+        );
     }
 }

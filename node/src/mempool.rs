@@ -23,7 +23,10 @@ pub struct MempoolConfig {
 
 impl Default for MempoolConfig {
     fn default() -> Self {
-        MempoolConfig { max_txs: DEFAULT_MAX_TXS, max_bytes: DEFAULT_MAX_BYTES }
+        MempoolConfig {
+            max_txs: DEFAULT_MAX_TXS,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
     }
 }
 
@@ -124,18 +127,31 @@ impl Mempool {
         if self.by_hash.len() >= self.config.max_txs
             || self.bytes + encoded_len > self.config.max_bytes
         {
-            return Err(AdmitError::Full { txs: self.by_hash.len(), bytes: self.bytes });
+            return Err(AdmitError::Full {
+                txs: self.by_hash.len(),
+                bytes: self.bytes,
+            });
         }
         let sender = tx.tx.sender_id();
         let overlay = Overlay::new(state);
         let account = execute::check_envelope(&overlay, &self.chain_id, &tx, Some(tx.tx.nonce))
             .map_err(AdmitError::Invalid)?;
-        let expected = self.next_nonce.get(&sender).copied().unwrap_or(account.nonce);
+        let expected = self
+            .next_nonce
+            .get(&sender)
+            .copied()
+            .unwrap_or(account.nonce);
         if tx.tx.nonce < expected {
-            return Err(AdmitError::NonceTooLow { expected, got: tx.tx.nonce });
+            return Err(AdmitError::NonceTooLow {
+                expected,
+                got: tx.tx.nonce,
+            });
         }
         if tx.tx.nonce > expected {
-            return Err(AdmitError::NonceGap { expected, got: tx.tx.nonce });
+            return Err(AdmitError::NonceGap {
+                expected,
+                got: tx.tx.nonce,
+            });
         }
         self.next_nonce.insert(sender, expected.next());
         self.insert(hash, tx, encoded_len);
@@ -155,7 +171,9 @@ impl Mempool {
         let mut out = Vec::new();
         let mut bytes = 0;
         for hash in self.order.values() {
-            let Some(entry) = self.by_hash.get(hash) else { continue };
+            let Some(entry) = self.by_hash.get(hash) else {
+                continue;
+            };
             if out.len() >= max_txs || bytes + entry.bytes > max_bytes {
                 break;
             }
@@ -175,7 +193,9 @@ impl Mempool {
         let mut expected: HashMap<AccountId, Nonce> = HashMap::new();
         let mut stale = Vec::new();
         for (seq, hash) in &self.order {
-            let Some(entry) = self.by_hash.get(hash) else { continue };
+            let Some(entry) = self.by_hash.get(hash) else {
+                continue;
+            };
             let sender = entry.tx.tx.sender_id();
             let next = match expected.get(&sender) {
                 Some(nonce) => Some(*nonce),
@@ -211,29 +231,53 @@ mod tests {
     use bidchain_runtime::crypto::Keypair;
     use bidchain_runtime::tx::Role;
 
-    fn setup() -> (Mempool, std::collections::BTreeMap<Vec<u8>, Vec<u8>>, Keypair) {
+    fn setup() -> (
+        Mempool,
+        std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+        Keypair,
+    ) {
         let genesis = genesis_for(&[1], &[]);
         let state = genesis.initial_state().unwrap();
-        let pool = Mempool::new(MempoolConfig { max_txs: 3, max_bytes: 1 << 20 }, genesis.chain_id);
+        let pool = Mempool::new(
+            MempoolConfig {
+                max_txs: 3,
+                max_bytes: 1 << 20,
+            },
+            genesis.chain_id,
+        );
         (pool, state, Keypair::from_seed_for_tests(1))
     }
 
     fn tx(key: &Keypair, nonce: u64) -> SignedTransaction {
-        create_account_tx(key, nonce, &Keypair::from_seed_for_tests(1000 + nonce), Role::Bidder)
+        create_account_tx(
+            key,
+            nonce,
+            &Keypair::from_seed_for_tests(1000 + nonce),
+            Role::Bidder,
+        )
     }
 
     #[test]
     fn admits_in_nonce_order_and_says_why_not() {
         let (mut pool, state, hub) = setup();
         pool.admit_verified(&state, tx(&hub, 0), 100).unwrap();
-        assert!(matches!(pool.admit_verified(&state, tx(&hub, 0), 100), Err(AdmitError::Duplicate(_))));
+        assert!(matches!(
+            pool.admit_verified(&state, tx(&hub, 0), 100),
+            Err(AdmitError::Duplicate(_))
+        ));
         assert!(matches!(
             pool.admit_verified(&state, tx(&hub, 2), 100),
-            Err(AdmitError::NonceGap { expected: Nonce(1), .. })
+            Err(AdmitError::NonceGap {
+                expected: Nonce(1),
+                ..
+            })
         ));
         pool.admit_verified(&state, tx(&hub, 1), 100).unwrap();
         pool.admit_verified(&state, tx(&hub, 2), 100).unwrap();
-        assert!(matches!(pool.admit_verified(&state, tx(&hub, 3), 100), Err(AdmitError::Full { .. })));
+        assert!(matches!(
+            pool.admit_verified(&state, tx(&hub, 3), 100),
+            Err(AdmitError::Full { .. })
+        ));
         let stranger = Keypair::from_seed_for_tests(77);
         let err = Mempool::new(MempoolConfig::default(), genesis_for(&[1], &[]).chain_id)
             .admit_verified(&state, tx(&stranger, 0), 100)

@@ -32,7 +32,10 @@ pub enum NodeError {
     #[error("chain: {0}")]
     Chain(#[from] ChainError),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -47,7 +50,10 @@ pub fn rpc_addr_path(data_dir: &Path) -> PathBuf {
 
 /// Runs the node in `home` until `shutdown` completes; then finishes the block in hand,
 /// stops serving and returns.
-pub async fn run(home: &Path, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+pub async fn run(
+    home: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
     let config = NodeConfig::load(home)?;
     let genesis = Genesis::load(&config.resolve(home, &config.genesis_file))?;
     let key = read_key_file(&config.resolve(home, &config.key_file))?;

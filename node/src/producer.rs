@@ -68,7 +68,12 @@ impl SoloProducer {
         let proposal = chain.build_proposal(candidates, time, self.key.public())?;
         let certificate = self.certify(&proposal);
         chain.commit(&proposal, &certificate)?;
-        let hashes: Vec<TxHash> = proposal.executed.receipts.iter().map(|r| r.tx_hash).collect();
+        let hashes: Vec<TxHash> = proposal
+            .executed
+            .receipts
+            .iter()
+            .map(|r| r.tx_hash)
+            .collect();
         self.shared.after_commit(&proposal.block, &hashes);
         Ok(Some(proposal.block.header.height))
     }
@@ -77,7 +82,10 @@ impl SoloProducer {
         let header = &proposal.block.header;
         let round = Round(0);
         let message = precommit_signing_bytes(&header.chain_id, header.height, round, &header.id());
-        let sig = CommitSig { validator_index: self.index, signature: self.key.sign(&message) };
+        let sig = CommitSig {
+            validator_index: self.index,
+            signature: self.key.sign(&message),
+        };
         CommitCertificate {
             height: header.height,
             round,

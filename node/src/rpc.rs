@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -33,7 +34,11 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl ToString) -> ApiError {
-        ApiError { status, code, message: message.to_string() }
+        ApiError {
+            status,
+            code,
+            message: message.to_string(),
+        }
     }
 
     fn internal(err: impl std::fmt::Display) -> ApiError {
@@ -52,7 +57,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorResponse { error: self.message, code: self.code.to_owned() };
+        let body = ErrorResponse {
+            error: self.message,
+            code: self.code.to_owned(),
+        };
         (self.status, axum::Json(body)).into_response()
     }
 }
@@ -90,20 +98,31 @@ async fn status(State(shared): State<Arc<Shared>>) -> Reply {
     })
 }
 
-async fn submit_tx(State(shared): State<Arc<Shared>>, body: Bytes) -> Reply {
+async fn submit_tx(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
     let refused = |err: ApiError| {
         shared.metrics.txs_refused.fetch_add(1, Ordering::Relaxed);
         err
     };
+    // Over-long bodies are cut off by the body limit; answer them in JSON like the rest.
+    let body =
+        body.map_err(|e| refused(ApiError::new(e.status(), "body_too_large", e.body_text())))?;
     let tx = SignedTransaction::decode(&body)
         .map_err(|e| refused(ApiError::bad_request("malformed_tx", e)))?;
     tx.verify_signature()
         .map_err(|e| refused(ApiError::bad_request("bad_signature", e)))?;
-    let admitted = shared.mempool().admit_verified(shared.chain.storage(), tx, body.len());
+    let admitted = shared
+        .mempool()
+        .admit_verified(shared.chain.storage(), tx, body.len());
     let tx_hash = admitted.map_err(|e| refused(ApiError::bad_request(e.code(), e)))?;
     shared.metrics.txs_admitted.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%tx_hash, "admitted transaction");
-    let body = SubmitResponse { tx_hash, status: TxStatus::Pending };
+    let body = SubmitResponse {
+        tx_hash,
+        status: TxStatus::Pending,
+    };
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
@@ -111,7 +130,8 @@ fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError>
 where
     T::Err: std::fmt::Display,
 {
-    text.parse().map_err(|e| ApiError::bad_request("bad_path", format!("{what}: {e}")))
+    text.parse()
+        .map_err(|e| ApiError::bad_request("bad_path", format!("{what}: {e}")))
 }
 
 async fn get_tx(State(shared): State<Arc<Shared>>, Path(hash): Path<String>) -> Reply {
@@ -130,10 +150,16 @@ async fn get_tx(State(shared): State<Arc<Shared>>, Path(hash): Path<String>) -> 
                 proof: None,
             });
         }
-        return Err(ApiError::not_found(format!("transaction {hash} is neither pending nor committed")));
+        return Err(ApiError::not_found(format!(
+            "transaction {hash} is neither pending nor committed"
+        )));
     };
     let proof = tx_proof(&shared, hash)?;
-    let status = if receipt.outcome.is_ok() { TxStatus::Committed } else { TxStatus::Rejected };
+    let status = if receipt.outcome.is_ok() {
+        TxStatus::Committed
+    } else {
+        TxStatus::Rejected
+    };
     json(TxResponse {
         tx_hash: hash,
         status,
@@ -157,7 +183,9 @@ fn tx_proof(shared: &Shared, hash: TxHash) -> Result<TxProof, ApiError> {
     let tx = merkle::prove(&block.tx_leaves(), index).map_err(ApiError::internal)?;
     let mut receipts = Vec::with_capacity(block.txs.len());
     for stx in block.txs.iter() {
-        let receipt = storage.get::<Receipts>(&stx.hash()).map_err(ApiError::internal)?;
+        let receipt = storage
+            .get::<Receipts>(&stx.hash())
+            .map_err(ApiError::internal)?;
         receipts.push(receipt.ok_or_else(|| ApiError::internal("block tx without receipt"))?);
     }
     let leaves: Vec<_> = receipts.iter().map(|r| r.leaf_hash()).collect();
@@ -175,8 +203,14 @@ async fn get_block(State(shared): State<Arc<Shared>>, Path(height): Path<String>
     let height = Height(parse(&height, "height")?);
     let storage = shared.chain.storage();
     let missing = || ApiError::not_found(format!("no block at height {height}"));
-    let block = storage.block(height).map_err(ApiError::internal)?.ok_or_else(missing)?;
-    let commit = storage.get::<Commits>(&height).map_err(ApiError::internal)?.ok_or_else(missing)?;
+    let block = storage
+        .block(height)
+        .map_err(ApiError::internal)?
+        .ok_or_else(missing)?;
+    let commit = storage
+        .get::<Commits>(&height)
+        .map_err(ApiError::internal)?
+        .ok_or_else(missing)?;
     json(BlockResponse {
         block_id: block.id(),
         tx_hashes: block.txs.iter().map(SignedTransaction::hash).collect(),
@@ -203,7 +237,11 @@ async fn get_account(State(shared): State<Arc<Shared>>, Path(id): Path<String>) 
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Reply {
     let m = &shared.metrics;
-    let height = shared.chain.storage().latest_height().map_err(ApiError::internal)?;
+    let height = shared
+        .chain
+        .storage()
+        .latest_height()
+        .map_err(ApiError::internal)?;
     let text = format!(
         "# TYPE bidchain_height gauge\nbidchain_height {}\n\
          # TYPE bidchain_mempool_txs gauge\nbidchain_mempool_txs {}\n\

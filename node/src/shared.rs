@@ -28,7 +28,12 @@ pub struct Metrics {
 
 impl Shared {
     pub fn new(chain: Chain, mempool: Mempool, node_name: String) -> Shared {
-        Shared { chain, node_name, mempool: Mutex::new(mempool), metrics: Metrics::default() }
+        Shared {
+            chain,
+            node_name,
+            mempool: Mutex::new(mempool),
+            metrics: Metrics::default(),
+        }
     }
 
     /// The mempool. A panic while holding the lock cannot leave it half-updated in a way
@@ -38,9 +43,14 @@ impl Shared {
     }
 
     pub fn after_commit(&self, block: &Block, tx_hashes: &[TxHash]) {
-        self.mempool().update_after_commit(self.chain.storage(), tx_hashes);
-        self.metrics.blocks_committed.fetch_add(1, Ordering::Relaxed);
-        self.metrics.txs_committed.fetch_add(tx_hashes.len() as u64, Ordering::Relaxed);
+        self.mempool()
+            .update_after_commit(self.chain.storage(), tx_hashes);
+        self.metrics
+            .blocks_committed
+            .fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .txs_committed
+            .fetch_add(tx_hashes.len() as u64, Ordering::Relaxed);
         tracing::info!(
             height = block.header.height.0,
             txs = tx_hashes.len(),

@@ -21,7 +21,10 @@ pub enum StorageError {
     #[error("rocksdb: {0}")]
     Db(#[from] rocksdb::Error),
     #[error("table {table} entry is corrupt: {source}")]
-    Corrupt { table: &'static str, source: CodecError },
+    Corrupt {
+        table: &'static str,
+        source: CodecError,
+    },
     #[error("column family {0} is missing")]
     MissingTable(&'static str),
     #[error("data dir belongs to genesis {stored}, not to this genesis {given}")]
@@ -137,7 +140,9 @@ impl Storage {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.set_keep_log_file_num(4);
-        let cfs = ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let storage = Storage { db };
         storage.init_genesis(genesis)?;
@@ -149,7 +154,10 @@ impl Storage {
         match self.meta()? {
             Some(meta) if meta.genesis_hash == given => return Ok(()),
             Some(meta) => {
-                return Err(StorageError::GenesisMismatch { stored: meta.genesis_hash, given });
+                return Err(StorageError::GenesisMismatch {
+                    stored: meta.genesis_hash,
+                    given,
+                });
             }
             None => {}
         }
@@ -158,13 +166,18 @@ impl Storage {
         for (key, value) in genesis.initial_state()? {
             batch.put_cf(state_cf, key, value);
         }
-        let meta = ChainMeta { genesis_hash: given, latest_height: Height::GENESIS };
+        let meta = ChainMeta {
+            genesis_hash: given,
+            latest_height: Height::GENESIS,
+        };
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
         self.write_synced(batch)
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
-        self.db.cf_handle(name).ok_or(StorageError::MissingTable(name))
+        self.db
+            .cf_handle(name)
+            .ok_or(StorageError::MissingTable(name))
     }
 
     pub fn get<T: Table>(&self, key: &T::Key) -> Result<Option<T::Value>, StorageError> {
@@ -173,7 +186,10 @@ impl Storage {
         };
         codec::decode(&bytes)
             .map(Some)
-            .map_err(|source| StorageError::Corrupt { table: T::NAME, source })
+            .map_err(|source| StorageError::Corrupt {
+                table: T::NAME,
+                source,
+            })
     }
 
     fn put<T: Table>(
@@ -222,14 +238,20 @@ impl Storage {
             return Err(StorageError::MissingTable(Meta::NAME));
         };
         if height != meta.latest_height.next() {
-            return Err(StorageError::NotNext { tip: meta.latest_height, got: height });
+            return Err(StorageError::NotNext {
+                tip: meta.latest_height,
+                got: height,
+            });
         }
         let mut batch = WriteBatch::default();
         self.put::<Headers>(&mut batch, &height, &commit.block.header)?;
         self.put::<Bodies>(&mut batch, &height, &commit.block.txs.to_vec())?;
         self.put::<Commits>(&mut batch, &height, commit.certificate)?;
         for receipt in commit.receipts {
-            let location = TxLocation { height, index: receipt.index };
+            let location = TxLocation {
+                height,
+                index: receipt.index,
+            };
             self.put::<TxIndex>(&mut batch, &receipt.tx_hash, &location)?;
             self.put::<Receipts>(&mut batch, &receipt.tx_hash, receipt)?;
         }
@@ -274,8 +296,12 @@ impl Storage {
 
 impl StateView for Storage {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        let cf = self.cf(STATE_CF).map_err(|e| StateError::Storage(e.to_string()))?;
-        self.db.get_cf(cf, key).map_err(|e| StateError::Storage(e.to_string()))
+        let cf = self
+            .cf(STATE_CF)
+            .map_err(|e| StateError::Storage(e.to_string()))?;
+        self.db
+            .get_cf(cf, key)
+            .map_err(|e| StateError::Storage(e.to_string()))
     }
 }
 

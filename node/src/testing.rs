@@ -22,14 +22,20 @@ pub fn genesis_for(validators: &[u64], accounts: &[u64]) -> Genesis {
     Genesis {
         chain_id: chain_id(),
         genesis_time: Timestamp(TEST_GENESIS_MS),
-        consensus: ConsensusParams { block_interval_ms: 50, ..ConsensusParams::default() },
+        consensus: ConsensusParams {
+            block_interval_ms: 50,
+            ..ConsensusParams::default()
+        },
         validators: validators
             .iter()
             .map(|&seed| GenesisValidator {
                 name: label(format!("v{seed}")),
                 role: Role::Hub,
                 public_key: Keypair::from_seed_for_tests(seed).public(),
-                p2p_address: BoundedString::truncating(&format!("/ip4/127.0.0.1/tcp/{}", 30000 + seed)),
+                p2p_address: BoundedString::truncating(&format!(
+                    "/ip4/127.0.0.1/tcp/{}",
+                    30000 + seed
+                )),
                 power: 1,
             })
             .collect(),
@@ -49,7 +55,12 @@ pub fn chain_id() -> ChainId {
 }
 
 /// `signer` creates an account for `new` with `role`.
-pub fn create_account_tx(signer: &Keypair, nonce: u64, new: &Keypair, role: Role) -> SignedTransaction {
+pub fn create_account_tx(
+    signer: &Keypair,
+    nonce: u64,
+    new: &Keypair,
+    role: Role,
+) -> SignedTransaction {
     Transaction {
         chain_id: chain_id(),
         sender: signer.public(),

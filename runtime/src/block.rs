@@ -50,7 +50,10 @@ pub struct Header {
 
 impl Header {
     pub fn id(&self) -> BlockHash {
-        BlockHash(Hash::domain(b"bidchain/header/v1\0", &[&codec::encode(self)]))
+        BlockHash(Hash::domain(
+            b"bidchain/header/v1\0",
+            &[&codec::encode(self)],
+        ))
     }
 }
 
@@ -147,15 +150,28 @@ impl CommitCertificate {
         validators: &ValidatorSet,
     ) -> Result<Vec<usize>, CertificateError> {
         if self.height != height {
-            return Err(CertificateError::WrongHeight { cert: self.height, block: height });
+            return Err(CertificateError::WrongHeight {
+                cert: self.height,
+                block: height,
+            });
         }
         if &self.block_id != block_id {
-            return Err(CertificateError::WrongBlock { cert: self.block_id, block: *block_id });
+            return Err(CertificateError::WrongBlock {
+                cert: self.block_id,
+                block: *block_id,
+            });
         }
         let signers = self.signer_indices(validators)?;
-        let power: u64 = signers.iter().filter_map(|&i| validators.get(i)).map(|v| v.power).sum();
+        let power: u64 = signers
+            .iter()
+            .filter_map(|&i| validators.get(i))
+            .map(|v| v.power)
+            .sum();
         if power < validators.quorum_power() {
-            return Err(CertificateError::NoQuorum { got: power, need: validators.quorum_power() });
+            return Err(CertificateError::NoQuorum {
+                got: power,
+                need: validators.quorum_power(),
+            });
         }
         self.verify_signatures(chain_id, &signers, validators)?;
         Ok(signers)
@@ -166,10 +182,13 @@ impl CommitCertificate {
         let mut signers = Vec::with_capacity(self.signatures.len());
         for sig in self.signatures.iter() {
             let index = usize::from(sig.validator_index);
-            let validator =
-                validators.get(index).ok_or(CertificateError::UnknownSigner(sig.validator_index))?;
+            let validator = validators
+                .get(index)
+                .ok_or(CertificateError::UnknownSigner(sig.validator_index))?;
             if std::mem::replace(&mut seen[index], true) {
-                return Err(CertificateError::DuplicateSigner(validator.name.to_string()));
+                return Err(CertificateError::DuplicateSigner(
+                    validator.name.to_string(),
+                ));
             }
             signers.push(index);
         }
@@ -184,18 +203,21 @@ impl CommitCertificate {
         validators: &ValidatorSet,
     ) -> Result<(), CertificateError> {
         let message = precommit_signing_bytes(chain_id, self.height, self.round, &self.block_id);
-        let keys: Vec<PublicKey> =
-            signers.iter().filter_map(|&i| validators.get(i)).map(|v| v.key).collect();
+        let keys: Vec<PublicKey> = signers
+            .iter()
+            .filter_map(|&i| validators.get(i))
+            .map(|v| v.key)
+            .collect();
         let sigs: Vec<Signature> = self.signatures.iter().map(|s| s.signature).collect();
         let messages = vec![message.as_slice(); keys.len()];
         if crypto::verify_batch(&keys, &messages, &sigs).is_ok() {
             return Ok(());
         }
         for (&i, sig) in signers.iter().zip(&sigs) {
-            if let Some(v) = validators.get(i) {
-                if v.key.verify(&message, sig).is_err() {
-                    return Err(CertificateError::BadSignature(v.name.to_string()));
-                }
+            if let Some(v) = validators.get(i)
+                && v.key.verify(&message, sig).is_err()
+            {
+                return Err(CertificateError::BadSignature(v.name.to_string()));
             }
         }
         // Batch and single verification disagree only on malformed input (e.g. a bad
@@ -227,11 +249,19 @@ mod tests {
         (keys, set, ChainId::new("test").unwrap())
     }
 
-    fn cert(keys: &[Keypair], signers: &[usize], chain: &ChainId, id: BlockHash) -> CommitCertificate {
+    fn cert(
+        keys: &[Keypair],
+        signers: &[usize],
+        chain: &ChainId,
+        id: BlockHash,
+    ) -> CommitCertificate {
         let msg = precommit_signing_bytes(chain, Height(5), Round(1), &id);
         let signatures = signers
             .iter()
-            .map(|&i| CommitSig { validator_index: i as u16, signature: keys[i].sign(&msg) })
+            .map(|&i| CommitSig {
+                validator_index: u16::try_from(i).unwrap(),
+                signature: keys[i].sign(&msg),
+            })
             .collect();
         CommitCertificate {
             height: Height(5),
@@ -260,8 +290,16 @@ mod tests {
         ));
         let mut forged = good.clone();
         forged.signatures = BoundedVec::new(
-            good.signatures.iter().cloned().enumerate()
-                .map(|(i, mut s)| { if i == 2 { s.signature.0[0] ^= 1; } s })
+            good.signatures
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, mut s)| {
+                    if i == 2 {
+                        s.signature.0[0] ^= 1;
+                    }
+                    s
+                })
                 .collect(),
         )
         .unwrap();

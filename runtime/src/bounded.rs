@@ -19,7 +19,11 @@ pub struct BoundError {
 }
 
 fn check_len(len: usize, max: usize) -> Result<(), BoundError> {
-    if len > max { Err(BoundError { len, max }) } else { Ok(()) }
+    if len > max {
+        Err(BoundError { len, max })
+    } else {
+        Ok(())
+    }
 }
 
 fn decode_len<D: Decoder>(decoder: &mut D, max: usize) -> Result<usize, DecodeError> {
@@ -252,7 +256,9 @@ impl<Ctx, const MAX: usize> Decode<Ctx> for BoundedString<MAX> {
         let bytes = decode_bytes(decoder, MAX)?;
         String::from_utf8(bytes)
             .map(BoundedString)
-            .map_err(|err| DecodeError::Utf8 { inner: err.utf8_error() })
+            .map_err(|err| DecodeError::Utf8 {
+                inner: err.utf8_error(),
+            })
     }
 }
 
@@ -287,9 +293,15 @@ mod tests {
         // A claimed length of u64::MAX with no payload: must fail on the bound, not OOM.
         let bytes = u64::MAX.to_le_bytes();
         let err = decode::<BoundedBytes<16>>(&bytes).unwrap_err();
-        assert!(matches!(err, CodecError::Malformed(ref m) if m.contains("bound")), "{err}");
+        assert!(
+            matches!(err, CodecError::Malformed(ref m) if m.contains("bound")),
+            "{err}"
+        );
         let err = decode::<BoundedVec<u64, 4>>(&5u64.to_le_bytes()).unwrap_err();
-        assert!(matches!(err, CodecError::Malformed(ref m) if m.contains("bound")), "{err}");
+        assert!(
+            matches!(err, CodecError::Malformed(ref m) if m.contains("bound")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -307,7 +319,10 @@ mod tests {
 
     #[test]
     fn constructors_enforce_the_bound() {
-        assert_eq!(BoundedVec::<u8, 2>::new(vec![1, 2, 3]), Err(BoundError { len: 3, max: 2 }));
+        assert_eq!(
+            BoundedVec::<u8, 2>::new(vec![1, 2, 3]),
+            Err(BoundError { len: 3, max: 2 })
+        );
         assert!(BoundedString::<3>::new("abcd").is_err());
         assert_eq!(BoundedString::<4>::truncating("数据").as_str(), "数");
         let v = BoundedVec::<u32, 3>::new(vec![1, 2, 3]).unwrap();

@@ -2,7 +2,7 @@
 //! limit on the bytes a single decode may claim. Decoding rejects trailing bytes, so every
 //! value has exactly one encoding and hashes/signatures over it are unambiguous.
 
-use bincode::config::{Configuration, Fixint, LittleEndian, Limit};
+use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 use bincode::{Decode, Encode};
 
 /// Upper bound on any single encoded value (a block is the largest). Decoding refuses larger
@@ -45,7 +45,10 @@ pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
 pub fn decode_bounded<T: Decode<()>>(bytes: &[u8], max_len: usize) -> Result<T, CodecError> {
     let max = max_len.min(MAX_ENCODED_BYTES);
     if bytes.len() > max {
-        return Err(CodecError::TooLong { len: bytes.len(), max });
+        return Err(CodecError::TooLong {
+            len: bytes.len(),
+            max,
+        });
     }
     let (value, read) = bincode::decode_from_slice::<T, _>(bytes, canonical())
         .map_err(|err| CodecError::Malformed(err.to_string()))?;
@@ -79,7 +82,10 @@ mod tests {
 
     #[test]
     fn non_canonical_bool_is_rejected() {
-        assert!(matches!(decode::<bool>(&[2]), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<bool>(&[2]),
+            Err(CodecError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -27,7 +27,11 @@ pub enum CryptoError {
     #[error("signature does not verify")]
     BadSignature,
     #[error("batch of {sigs} signatures for {keys} keys and {msgs} messages")]
-    BatchShape { sigs: usize, keys: usize, msgs: usize },
+    BatchShape {
+        sigs: usize,
+        keys: usize,
+        msgs: usize,
+    },
 }
 
 impl PublicKey {
@@ -59,7 +63,10 @@ pub fn verify_batch(
             msgs: messages.len(),
         });
     }
-    let keys = keys.iter().map(PublicKey::dalek).collect::<Result<Vec<_>, _>>()?;
+    let keys = keys
+        .iter()
+        .map(PublicKey::dalek)
+        .collect::<Result<Vec<_>, _>>()?;
     let sigs: Vec<_> = signatures
         .iter()
         .map(|s| ed25519_dalek::Signature::from_bytes(&s.0))
@@ -139,7 +146,10 @@ mod tests {
         let key = Keypair::from_seed_for_tests(1);
         let sig = key.sign(b"bid");
         assert_eq!(key.public().verify(b"bid", &sig), Ok(()));
-        assert_eq!(key.public().verify(b"bie", &sig), Err(CryptoError::BadSignature));
+        assert_eq!(
+            key.public().verify(b"bie", &sig),
+            Err(CryptoError::BadSignature)
+        );
         let other = Keypair::from_seed_for_tests(2).public();
         assert_eq!(other.verify(b"bid", &sig), Err(CryptoError::BadSignature));
     }
@@ -153,7 +163,10 @@ mod tests {
         let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
         assert_eq!(verify_batch(&publics, &refs, &sigs), Ok(()));
         sigs.swap(0, 1);
-        assert_eq!(verify_batch(&publics, &refs, &sigs), Err(CryptoError::BadSignature));
+        assert_eq!(
+            verify_batch(&publics, &refs, &sigs),
+            Err(CryptoError::BadSignature)
+        );
     }
 
     #[test]
@@ -161,7 +174,9 @@ mod tests {
         // y = 2 does not decompress to a curve point.
         let mut bytes = [0u8; 32];
         bytes[0] = 2;
-        let err = PublicKey(bytes).verify(b"x", &Signature([0; 64])).unwrap_err();
+        let err = PublicKey(bytes)
+            .verify(b"x", &Signature([0; 64]))
+            .unwrap_err();
         assert!(matches!(err, CryptoError::BadPublicKey(_)), "{err}");
     }
 }

@@ -81,13 +81,21 @@ pub fn check_envelope<V: StateView + ?Sized>(
 ) -> Result<Account, TxInvalid> {
     let tx = &stx.tx;
     if &tx.chain_id != chain_id {
-        return Err(TxInvalid::WrongChain { expected: chain_id.clone(), got: tx.chain_id.clone() });
+        return Err(TxInvalid::WrongChain {
+            expected: chain_id.clone(),
+            got: tx.chain_id.clone(),
+        });
     }
     let sender = tx.sender_id();
-    let account = state.account(sender)?.ok_or(TxInvalid::UnknownSender(sender))?;
+    let account = state
+        .account(sender)?
+        .ok_or(TxInvalid::UnknownSender(sender))?;
     let expected = expected_nonce.unwrap_or(account.nonce);
     if tx.nonce != expected {
-        return Err(TxInvalid::NonceMismatch { expected, got: tx.nonce });
+        return Err(TxInvalid::NonceMismatch {
+            expected,
+            got: tx.nonce,
+        });
     }
     Ok(account)
 }
@@ -102,7 +110,10 @@ pub fn verify_signatures(txs: &[SignedTransaction]) -> Result<(), ExecError> {
         return Ok(());
     }
     match txs.iter().position(|s| s.verify_signature().is_err()) {
-        Some(index) => Err(ExecError::InvalidTx { index, reason: TxInvalid::BadSignature }),
+        Some(index) => Err(ExecError::InvalidTx {
+            index,
+            reason: TxInvalid::BadSignature,
+        }),
         None => Ok(()),
     }
 }
@@ -127,7 +138,10 @@ pub fn execute_block<V: StateView + ?Sized>(
             Ok(events) => (TxOutcome::Ok, events),
             Err(ApplyError::Rejected(rejection)) => {
                 state.rollback(checkpoint);
-                (TxOutcome::rejected(rejection.code(), &rejection.to_string()), Vec::new())
+                (
+                    TxOutcome::rejected(rejection.code(), &rejection.to_string()),
+                    Vec::new(),
+                )
             }
             Err(ApplyError::State(err)) => return Err(ExecError::State(err)),
         };
@@ -140,7 +154,10 @@ pub fn execute_block<V: StateView + ?Sized>(
             fuel_used: 0,
         });
     }
-    Ok(Executed { receipts, changes: state.into_changes() })
+    Ok(Executed {
+        receipts,
+        changes: state.into_changes(),
+    })
 }
 
 enum ApplyError {
@@ -178,14 +195,23 @@ fn apply_native<V: StateView + ?Sized>(
     match call {
         NativeCall::CreateAccount { key, role, label } => {
             if !sender.role.may_create(*role) {
-                let action = format!("create a {role} account");
-                return Err(Rejection::NotPermitted { sender: sender.role, action }.into());
+                let action = format!("create an account with role {role}");
+                return Err(Rejection::NotPermitted {
+                    sender: sender.role,
+                    action,
+                }
+                .into());
             }
             let id = AccountId::of(key);
             if state.account(id)?.is_some() {
                 return Err(Rejection::AccountExists(id).into());
             }
-            let account = Account { key: *key, role: *role, nonce: Nonce(0), label: label.clone() };
+            let account = Account {
+                key: *key,
+                role: *role,
+                nonce: Nonce(0),
+                label: label.clone(),
+            };
             state.put(StateKey::Account(id), &account);
             let attrs = [("account", id.to_string()), ("role", role.to_string())];
             Ok(vec![Event::new("account_created", &attrs)])
@@ -193,9 +219,15 @@ fn apply_native<V: StateView + ?Sized>(
         NativeCall::SetRole { account, role } => {
             if sender.role != Role::Hub {
                 let action = "change roles".to_owned();
-                return Err(Rejection::NotPermitted { sender: sender.role, action }.into());
+                return Err(Rejection::NotPermitted {
+                    sender: sender.role,
+                    action,
+                }
+                .into());
             }
-            let mut target = state.account(*account)?.ok_or(Rejection::UnknownAccount(*account))?;
+            let mut target = state
+                .account(*account)?
+                .ok_or(Rejection::UnknownAccount(*account))?;
             target.role = *role;
             state.put(StateKey::Account(*account), &target);
             let attrs = [("account", account.to_string()), ("role", role.to_string())];
@@ -270,8 +302,12 @@ mod tests {
         let out = execute_block(&base, &env(), &txs).unwrap();
         let outcomes: Vec<_> = out.receipts.iter().map(|r| r.outcome.clone()).collect();
         assert!(outcomes[0].is_ok() && outcomes[1].is_ok());
-        assert!(matches!(&outcomes[2], TxOutcome::Rejected { code, .. } if code.as_str() == "not_permitted"));
-        assert!(matches!(&outcomes[3], TxOutcome::Rejected { code, .. } if code.as_str() == "account_exists"));
+        assert!(
+            matches!(&outcomes[2], TxOutcome::Rejected { code, .. } if code.as_str() == "not_permitted")
+        );
+        assert!(
+            matches!(&outcomes[3], TxOutcome::Rejected { code, .. } if code.as_str() == "account_exists")
+        );
         // The rejected transaction still consumed the center's nonce.
         let mut applied = base.clone();
         for (k, v) in out.changes {
@@ -281,9 +317,17 @@ mod tests {
             };
         }
         let state = Overlay::new(&applied);
-        let center_acct = state.account(AccountId::of(&center.public())).unwrap().unwrap();
+        let center_acct = state
+            .account(AccountId::of(&center.public()))
+            .unwrap()
+            .unwrap();
         assert_eq!(center_acct.nonce, Nonce(2));
-        assert!(state.account(AccountId::of(&auditor.public())).unwrap().is_none());
+        assert!(
+            state
+                .account(AccountId::of(&auditor.public()))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -291,21 +335,33 @@ mod tests {
         let hub = Keypair::from_seed_for_tests(1);
         let base = genesis_state(&hub);
         let other = Keypair::from_seed_for_tests(9);
-        let replay = vec![create(&hub, 0, &other, Role::Bidder), create(&hub, 0, &other, Role::Bidder)];
+        let replay = vec![
+            create(&hub, 0, &other, Role::Bidder),
+            create(&hub, 0, &other, Role::Bidder),
+        ];
         assert!(matches!(
             execute_block(&base, &env(), &replay),
-            Err(ExecError::InvalidTx { index: 1, reason: TxInvalid::NonceMismatch { .. } })
+            Err(ExecError::InvalidTx {
+                index: 1,
+                reason: TxInvalid::NonceMismatch { .. }
+            })
         ));
         let stranger = vec![create(&other, 0, &hub, Role::Bidder)];
         assert!(matches!(
             execute_block(&base, &env(), &stranger),
-            Err(ExecError::InvalidTx { index: 0, reason: TxInvalid::UnknownSender(_) })
+            Err(ExecError::InvalidTx {
+                index: 0,
+                reason: TxInvalid::UnknownSender(_)
+            })
         ));
         let mut forged = create(&hub, 0, &other, Role::Bidder);
         forged.signature.0[5] ^= 1;
         assert!(matches!(
             execute_block(&base, &env(), &[forged]),
-            Err(ExecError::InvalidTx { index: 0, reason: TxInvalid::BadSignature })
+            Err(ExecError::InvalidTx {
+                index: 0,
+                reason: TxInvalid::BadSignature
+            })
         ));
     }
 
@@ -314,7 +370,14 @@ mod tests {
         let hub = Keypair::from_seed_for_tests(1);
         let base = genesis_state(&hub);
         let txs: Vec<_> = (0..20)
-            .map(|i| create(&hub, i, &Keypair::from_seed_for_tests(100 + i), Role::Bidder))
+            .map(|i| {
+                create(
+                    &hub,
+                    i,
+                    &Keypair::from_seed_for_tests(100 + i),
+                    Role::Bidder,
+                )
+            })
             .collect();
         let a = execute_block(&base, &env(), &txs).unwrap();
         let b = execute_block(&base, &env(), &txs).unwrap();

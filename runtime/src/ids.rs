@@ -12,7 +12,18 @@ use crate::typed_hash;
 
 /// A block height. Genesis state is height 0; the first block is height 1.
 #[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Encode, Decode, Serialize, Deserialize,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
 )]
 #[serde(transparent)]
 pub struct Height(pub u64);
@@ -32,7 +43,18 @@ impl Height {
 
 /// A consensus round within one height.
 #[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Encode, Decode, Serialize, Deserialize,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
 )]
 #[serde(transparent)]
 pub struct Round(pub u32);
@@ -45,7 +67,18 @@ impl Round {
 
 /// An account's transaction counter; a transaction must carry the sender's next nonce.
 #[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Encode, Decode, Serialize, Deserialize,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
 )]
 #[serde(transparent)]
 pub struct Nonce(pub u64);
@@ -103,7 +136,9 @@ impl ChainId {
         if id.is_empty() || !id.chars().all(allowed) {
             return Err(ChainIdError(id.to_owned()));
         }
-        BoundedString::new(id).map(ChainId).map_err(|_| ChainIdError(id.to_owned()))
+        BoundedString::new(id)
+            .map(ChainId)
+            .map_err(|_| ChainIdError(id.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -60,7 +60,10 @@ pub enum MerkleError {
 pub fn prove(leaves: &[Hash], index: usize) -> Result<MerkleProof, MerkleError> {
     let size = leaves.len() as u64;
     if index >= leaves.len() {
-        return Err(MerkleError::IndexOutOfRange { index: index as u64, size });
+        return Err(MerkleError::IndexOutOfRange {
+            index: index as u64,
+            size,
+        });
     }
     let mut path = BoundedVec::empty();
     let mut level = leaves.to_vec();
@@ -70,12 +73,19 @@ pub fn prove(leaves: &[Hash], index: usize) -> Result<MerkleProof, MerkleError> 
         if sibling < level.len() {
             // A tree of at most 2^64 leaves has at most 64 levels, the bound of the path.
             path.push(level[sibling])
-                .map_err(|_| MerkleError::BadPathLength { index: index as u64, size })?;
+                .map_err(|_| MerkleError::BadPathLength {
+                    index: index as u64,
+                    size,
+                })?;
         }
         level = level_up(&level);
         i /= 2;
     }
-    Ok(MerkleProof { index: index as u64, size, path })
+    Ok(MerkleProof {
+        index: index as u64,
+        size,
+        path,
+    })
 }
 
 fn level_up(level: &[Hash]) -> Vec<Hash> {
@@ -149,8 +159,8 @@ mod tests {
             &[0x40, 0x41, 0x42, 0x43],
             &[0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57],
             &[
-                0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c,
-                0x6d, 0x6e, 0x6f,
+                0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d,
+                0x6e, 0x6f,
             ],
         ];
         inputs.iter().map(|d| leaf_hash(d)).collect()
@@ -170,7 +180,12 @@ mod tests {
         ];
         let leaves = ct_leaves();
         for (n, want) in expected.iter().enumerate() {
-            assert_eq!(root(&leaves[..=n]).to_hex(), *want, "root of {} leaves", n + 1);
+            assert_eq!(
+                root(&leaves[..=n]).to_hex(),
+                *want,
+                "root of {} leaves",
+                n + 1
+            );
         }
         assert_eq!(root(&[]), Hash::digest(b""));
     }
@@ -196,13 +211,19 @@ mod tests {
         let root8 = root(&leaves);
         let proof = prove(&leaves, 5).unwrap();
         assert_eq!(proof.verify(leaves[5], root8), Ok(()));
-        assert!(matches!(proof.verify(leaves[4], root8), Err(MerkleError::RootMismatch { .. })));
+        assert!(matches!(
+            proof.verify(leaves[4], root8),
+            Err(MerkleError::RootMismatch { .. })
+        ));
         let mut moved = proof.clone();
         moved.index = 4;
         assert!(moved.verify(leaves[5], root8).is_err());
         let mut short = proof.clone();
         short.path = BoundedVec::new(proof.path[..2].to_vec()).unwrap();
-        assert!(matches!(short.verify(leaves[5], root8), Err(MerkleError::BadPathLength { .. })));
+        assert!(matches!(
+            short.verify(leaves[5], root8),
+            Err(MerkleError::BadPathLength { .. })
+        ));
         assert!(prove(&leaves, 8).is_err());
     }
 

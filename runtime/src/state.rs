@@ -73,7 +73,10 @@ pub struct Overlay<'a, V: StateView + ?Sized> {
 
 impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
     pub fn new(base: &'a V) -> Self {
-        Overlay { base, changes: Changes::new() }
+        Overlay {
+            base,
+            changes: Changes::new(),
+        }
     }
 
     pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -89,7 +92,8 @@ impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
     }
 
     pub fn put<T: Encode>(&mut self, key: StateKey, value: &T) {
-        self.changes.insert(key.to_bytes(), Some(codec::encode(value)));
+        self.changes
+            .insert(key.to_bytes(), Some(codec::encode(value)));
     }
 
     pub fn account(&self, id: AccountId) -> Result<Option<Account>, StateError> {
@@ -115,11 +119,17 @@ impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
     }
 }
 
-fn decode_entry<T: Decode<()>>(key: &[u8], value: Option<Vec<u8>>) -> Result<Option<T>, StateError> {
+fn decode_entry<T: Decode<()>>(
+    key: &[u8],
+    value: Option<Vec<u8>>,
+) -> Result<Option<T>, StateError> {
     value
         .map(|bytes| codec::decode(&bytes))
         .transpose()
-        .map_err(|source| StateError::Corrupt { key: hex::encode(key), source })
+        .map_err(|source| StateError::Corrupt {
+            key: hex::encode(key),
+            source,
+        })
 }
 
 /// Reads `key` as it will be once `changes` are applied to `base`.

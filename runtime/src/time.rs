@@ -30,18 +30,26 @@ impl Timestamp {
     /// Reads a wall clock. Only node shells call this (to propose or to check a proposal's
     /// time); the state machine never does.
     pub fn from_system(now: SystemTime) -> Timestamp {
-        let millis = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis();
+        let millis = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_millis();
         Timestamp(u64::try_from(millis).unwrap_or(u64::MAX))
     }
 
     pub fn parse_rfc3339(input: &str) -> Result<Timestamp, TimeError> {
-        let err = |reason: String| TimeError { input: input.to_owned(), reason };
+        let err = |reason: String| TimeError {
+            input: input.to_owned(),
+            reason,
+        };
         let time = humantime::parse_rfc3339(input).map_err(|e| err(e.to_string()))?;
         let millis = time
             .duration_since(UNIX_EPOCH)
             .map_err(|_| err("before 1970".to_owned()))?
             .as_millis();
-        u64::try_from(millis).map(Timestamp).map_err(|_| err("too far in the future".to_owned()))
+        u64::try_from(millis)
+            .map(Timestamp)
+            .map_err(|_| err("too far in the future".to_owned()))
     }
 
     pub fn saturating_add_millis(self, millis: u64) -> Timestamp {

@@ -39,7 +39,13 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [Role::Hub, Role::Center, Role::Tenderer, Role::Bidder, Role::Auditor];
+    pub const ALL: [Role; 5] = [
+        Role::Hub,
+        Role::Center,
+        Role::Tenderer,
+        Role::Bidder,
+        Role::Auditor,
+    ];
 
     /// Whether an account with this role may create an account with `role`: the hub any,
     /// a center the parties of its tenders.
@@ -87,7 +93,11 @@ impl std::str::FromStr for Role {
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, Deserialize)]
 pub enum NativeCall {
     /// Opens an account for `key` with `role`.
-    CreateAccount { key: PublicKey, role: Role, label: BoundedString<MAX_LABEL_LEN> },
+    CreateAccount {
+        key: PublicKey,
+        role: Role,
+        label: BoundedString<MAX_LABEL_LEN>,
+    },
     /// Changes an existing account's role (hub only).
     SetRole { account: AccountId, role: Role },
 }
@@ -117,7 +127,10 @@ impl Transaction {
 
     pub fn sign(self, key: &Keypair) -> SignedTransaction {
         let signature = key.sign(&self.signing_bytes());
-        SignedTransaction { tx: self, signature }
+        SignedTransaction {
+            tx: self,
+            signature,
+        }
     }
 
     pub fn sender_id(&self) -> AccountId {
@@ -147,7 +160,9 @@ impl SignedTransaction {
     }
 
     pub fn verify_signature(&self) -> Result<(), CryptoError> {
-        self.tx.sender.verify(&self.tx.signing_bytes(), &self.signature)
+        self.tx
+            .sender
+            .verify(&self.tx.signing_bytes(), &self.signature)
     }
 }
 
@@ -188,9 +203,15 @@ mod tests {
         let mut bytes = signed.encode();
         assert_eq!(SignedTransaction::decode(&bytes).unwrap(), signed);
         bytes.push(1);
-        assert_eq!(SignedTransaction::decode(&bytes), Err(CodecError::TrailingBytes(1)));
+        assert_eq!(
+            SignedTransaction::decode(&bytes),
+            Err(CodecError::TrailingBytes(1))
+        );
         let huge = vec![0u8; MAX_TX_BYTES + 1];
-        assert!(matches!(SignedTransaction::decode(&huge), Err(CodecError::TooLong { .. })));
+        assert!(matches!(
+            SignedTransaction::decode(&huge),
+            Err(CodecError::TooLong { .. })
+        ));
     }
 
     #[test]

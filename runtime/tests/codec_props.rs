@@ -2,6 +2,15 @@
 //! re-encoding is byte-identical (one encoding per value), and no byte string makes a
 //! decoder panic or accept trailing or truncated input.
 
+// Test code: a failed unwrap or panic is a failed test, which is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
+use bidchain_runtime::BlockHash;
 use bidchain_runtime::block::{Block, Header};
 use bidchain_runtime::bounded::{BoundedString, BoundedVec};
 use bidchain_runtime::codec::{self, CodecError};
@@ -10,7 +19,6 @@ use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::{AccountId, ChainId, Height, Nonce};
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::{NativeCall, Payload, Role, SignedTransaction, Transaction};
-use bidchain_runtime::BlockHash;
 use proptest::prelude::*;
 
 fn arb_role() -> impl Strategy<Value = Role> {

@@ -1,6 +1,14 @@
 //! Helpers for the integration tests: real `bidchain` node processes on 127.0.0.1, and a
 //! chain-consistency check that trusts nothing but the genesis.
 
+// Test code: a failed unwrap or panic is a failed test, which is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
@@ -23,14 +31,21 @@ pub fn bidchain_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().unwrap_or_default();
     // target/<profile>/deps/<test> -> target/<profile>/bidchain
-    let bin = exe.parent().and_then(|deps| deps.parent()).map(|dir| dir.join("bidchain"));
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("bidchain"));
     match bin {
         Some(bin) if bin.exists() => bin,
-        _ => panic!("bidchain binary not found next to {}; run `cargo build -p bidchain-cli` first or set BIDCHAIN_BIN", exe.display()),
+        _ => panic!(
+            "bidchain binary not found next to {}; run `cargo build -p bidchain-cli` first or set BIDCHAIN_BIN",
+            exe.display()
+        ),
     }
 }
 
 /// One validator (the hub) with one genesis bidder account, running as a real process.
+#[derive(Debug)]
 pub struct SoloNet {
     pub dir: tempfile::TempDir,
     pub genesis: Genesis,
@@ -47,14 +62,28 @@ impl SoloNet {
         let validator =
             setup::parse_validator(&format!("hub:hub:{}:/ip4/127.0.0.1/tcp/1", hub.public()))?;
         let account = setup::parse_account(&format!("bidder-0:bidder:{}", bidder.public()))?;
-        let consensus = ConsensusParams { block_interval_ms, ..ConsensusParams::default() };
+        let consensus = ConsensusParams {
+            block_interval_ms,
+            ..ConsensusParams::default()
+        };
         let now = Timestamp::from_system(std::time::SystemTime::now()).as_millis();
-        let genesis =
-            setup::new_genesis("solo-test", Timestamp(now - 1_000), consensus, vec![validator], vec![account])?;
+        let genesis = setup::new_genesis(
+            "solo-test",
+            Timestamp(now - 1_000),
+            consensus,
+            vec![validator],
+            vec![account],
+        )?;
         let home = dir.path().join("hub");
         setup::init_home(&home, &genesis, &hub, "hub", "127.0.0.1:0".parse()?)?;
         let node = NodeProcess::spawn(&bidchain_bin(), &home, &dir.path().join("hub.log")).await?;
-        Ok(SoloNet { dir, genesis, hub, bidder, node })
+        Ok(SoloNet {
+            dir,
+            genesis,
+            hub,
+            bidder,
+            node,
+        })
     }
 
     pub async fn restart(&mut self) -> Result<()> {
@@ -93,18 +122,40 @@ pub async fn check_chain(client: &Client, genesis: &Genesis) -> Result<Height> {
     let mut prev_id = genesis.block_id();
     let mut prev_time = genesis.genesis_time;
     for h in 1..=tip.0 {
-        let block = client.block(Height(h)).await.with_context(|| format!("block {h}"))?;
+        let block = client
+            .block(Height(h))
+            .await
+            .with_context(|| format!("block {h}"))?;
         let header = &block.header;
-        ensure!(header.id() == block.block_id, "block {h}: id does not match header");
-        ensure!(header.prev_block_id == prev_id, "block {h}: does not link to block {}", h - 1);
+        ensure!(
+            header.id() == block.block_id,
+            "block {h}: id does not match header"
+        );
+        ensure!(
+            header.prev_block_id == prev_id,
+            "block {h}: does not link to block {}",
+            h - 1
+        );
         ensure!(header.time > prev_time, "block {h}: time did not increase");
-        block.commit.verify(&genesis.chain_id, Height(h), &block.block_id, &validators)?;
+        block
+            .commit
+            .verify(&genesis.chain_id, Height(h), &block.block_id, &validators)?;
         let leaves: Vec<_> = block.tx_hashes.iter().map(tx_leaf).collect();
-        ensure!(merkle::root(&leaves) == header.tx_root, "block {h}: tx root mismatch");
+        ensure!(
+            merkle::root(&leaves) == header.tx_root,
+            "block {h}: tx root mismatch"
+        );
         for (i, hash) in block.tx_hashes.iter().enumerate() {
             let tx = client.tx(hash).await?;
-            ensure!(tx.height == Some(Height(h)), "tx {hash}: receipt height {:?} != {h}", tx.height);
-            ensure!(tx.index == Some(i as u32), "tx {hash}: receipt index mismatch");
+            ensure!(
+                tx.height == Some(Height(h)),
+                "tx {hash}: receipt height {:?} != {h}",
+                tx.height
+            );
+            ensure!(
+                tx.index == Some(i as u32),
+                "tx {hash}: receipt index mismatch"
+            );
             bidchain_cli::verify::verify_receipt(genesis, &tx, &block)?;
         }
         prev_id = block.block_id;

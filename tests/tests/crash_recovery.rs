@@ -1,6 +1,14 @@
 //! A node killed with SIGKILL while transactions stream in restarts at its last committed
 //! block with nothing lost or half-written.
 
+// Test code: a failed unwrap or panic is a failed test, which is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -39,18 +47,30 @@ async fn sigkill_mid_stream_restarts_consistent() {
         net.node.kill().unwrap();
         running.store(false, Ordering::Relaxed);
         let sent = submitter.await.unwrap();
-        assert!(sent > 0, "round {round}: nothing was submitted before the kill");
+        assert!(
+            sent > 0,
+            "round {round}: nothing was submitted before the kill"
+        );
 
         net.restart().await.unwrap();
         let client = net.client();
         let after = client.status().await.unwrap();
-        assert!(after.height >= before.height, "round {round}: height went back");
+        assert!(
+            after.height >= before.height,
+            "round {round}: height went back"
+        );
         let block = client.block(before.height).await.unwrap();
-        assert_eq!(block.block_id, before.latest_block_hash, "round {round}: block changed");
+        assert_eq!(
+            block.block_id, before.latest_block_hash,
+            "round {round}: block changed"
+        );
         let tip = check_chain(&client, &net.genesis).await.unwrap();
         // The hub's committed nonce equals the number of its transactions in blocks.
         let hub = client.account(&hub_id).await.unwrap();
-        assert!(hub.nonce.0 >= start_nonce.0, "round {round}: nonce went back");
+        assert!(
+            hub.nonce.0 >= start_nonce.0,
+            "round {round}: nonce went back"
+        );
         assert!(tip.0 >= before.height.0);
     }
 }

@@ -11,7 +11,8 @@
 //! the driver must make it durable before sending. On restart, [`Core::new`] takes those
 //! messages back, refuses to sign anything that conflicts with them, and recovers the lock
 //! (`lockedValue_p`/`lockedRound_p` are the value and round of the last non-nil precommit
-//! this validator signed at the height).
+//! this validator signed at the height) together with its proof, the 2f+1 prevotes that
+//! are persisted when it locks.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -44,7 +45,12 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { propose_ms: 1_000, prevote_ms: 500, precommit_ms: 500, delta_ms: 500 }
+        Timeouts {
+            propose_ms: 1_000,
+            prevote_ms: 500,
+            precommit_ms: 500,
+            delta_ms: 500,
+        }
     }
 }
 
@@ -77,10 +83,18 @@ pub struct CoreConfig {
 #[derive(Debug)]
 pub enum Input {
     /// The answer to `RequestValue` (`getValue()` [L15]).
-    Value { height: Height, round: Round, block_id: BlockHash },
+    Value {
+        height: Height,
+        round: Round,
+        block_id: BlockHash,
+    },
     /// A proposal with the caller's verdicts: `block_valid` is `valid(v)`; `timely` is the
     /// proposer-based-timestamp check of the block time against the local clock.
-    Proposal { proposal: SignedProposal, block_valid: bool, timely: bool },
+    Proposal {
+        proposal: SignedProposal,
+        block_valid: bool,
+        timely: bool,
+    },
     Vote(SignedVote),
     Timeout(Timeout),
 }
@@ -90,13 +104,26 @@ pub enum Effect {
     /// Make this own signed message durable; only then perform the effects after it.
     Persist(Message),
     Broadcast(Message),
-    ScheduleTimeout { timeout: Timeout, duration_ms: u64 },
+    ScheduleTimeout {
+        timeout: Timeout,
+        duration_ms: u64,
+    },
     /// `getValue()`: build a block for (height, round) and answer with `Input::Value`.
-    RequestValue { height: Height, round: Round },
+    RequestValue {
+        height: Height,
+        round: Round,
+    },
     /// `decision_p[h_p] = v` [L51], with the 2f+1 precommits as its certificate.
-    Decide { height: Height, block_id: BlockHash, certificate: CommitCertificate },
+    Decide {
+        height: Height,
+        block_id: BlockHash,
+        certificate: CommitCertificate,
+    },
     /// A validator signed two different votes for one (height, round, kind).
-    Equivocation { first: Box<SignedVote>, second: Box<SignedVote> },
+    Equivocation {
+        first: Box<SignedVote>,
+        second: Box<SignedVote>,
+    },
 }
 
 /// Which once-per-round rule has fired ("for the first time").
@@ -172,7 +199,11 @@ impl Core {
             signed: BTreeMap::new(),
             future: VecDeque::new(),
         };
-        let effects = if prior.is_empty() { core.start_round(Round(0)) } else { core.resume(prior) };
+        let effects = if prior.is_empty() {
+            core.start_round(Round(0))
+        } else {
+            core.resume(prior)
+        };
         (core, effects)
     }
 
@@ -201,21 +232,44 @@ impl Core {
             self.step,
             self.locked.map(|(r, id)| (r.0, id)),
             self.valid.map(|(r, id)| (r.0, id)),
-            self.proposals.iter().map(|(r, l)| (r.0, l.iter().map(|e| (e.signed.proposal.block_id, e.signed.proposal.valid_round.map(|v| v.0), e.block_valid)).collect::<Vec<_>>())).collect::<Vec<_>>()
+            self.proposals
+                .iter()
+                .map(|(r, l)| (
+                    r.0,
+                    l.iter()
+                        .map(|e| (
+                            e.signed.proposal.block_id,
+                            e.signed.proposal.valid_round.map(|v| v.0),
+                            e.block_valid
+                        ))
+                        .collect::<Vec<_>>()
+                ))
+                .collect::<Vec<_>>()
         )
     }
 
     /// What to send again on each gossip tick, so that every honest node eventually holds
     /// what this one holds (the paper's gossip assumption, §2: messages a correct process
     /// receives reach every correct process): this validator's own messages of the current
-    /// and previous round, and the 2f+1 prevotes that justify its `validValue_p` (the proof
-    /// a re-proposal of it needs [L28]).
+    /// and previous round and its locked-round precommit, and the 2f+1 prevotes that justify
+    /// its `validValue_p` (the proof a re-proposal of it needs [L28]).
     pub fn gossip(&self) -> Vec<Message> {
         let from = Round(self.round.0.saturating_sub(1));
-        let mut out: Vec<Message> =
-            self.signed.range((from, Slot::Proposal)..).map(|(_, m)| m.clone()).collect();
+        let mut out: Vec<Message> = self
+            .signed
+            .range((from, Slot::Proposal)..)
+            .map(|(_, m)| m.clone())
+            .collect();
+        // Our precommit of the locked round: part of the evidence a decision may need.
+        if let Some((round, _)) = self.locked.filter(|(r, _)| *r < from) {
+            out.extend(self.signed.get(&(round, Slot::Precommit)).cloned());
+        }
         if let Some((round, id)) = self.valid {
-            out.extend(self.votes.votes_for(round, VoteKind::Prevote, id).map(Message::Vote));
+            out.extend(
+                self.votes
+                    .votes_for(round, VoteKind::Prevote, id)
+                    .map(Message::Vote),
+            );
         }
         out
     }
@@ -249,6 +303,13 @@ impl Core {
     fn resume(&mut self, prior: Vec<Message>) -> Vec<Effect> {
         let height = self.height;
         for message in prior.into_iter().filter(|m| m.height() == height) {
+            if Some(message.sender()) != self.own_index {
+                // Another validator's prevote, persisted as the proof of our lock.
+                if let Message::Vote(v) = message {
+                    self.add_vote(v);
+                }
+                continue;
+            }
             let round = message.round();
             self.round = self.round.max(round);
             match &message {
@@ -260,12 +321,11 @@ impl Core {
                         VoteKind::Prevote => Slot::Prevote,
                         VoteKind::Precommit => Slot::Precommit,
                     };
-                    if v.vote.kind == VoteKind::Precommit {
-                        if let Some(id) = v.vote.block_id {
-                            if self.locked.is_none_or(|(r, _)| r < round) {
-                                self.locked = Some((round, id));
-                            }
-                        }
+                    if v.vote.kind == VoteKind::Precommit
+                        && let Some(id) = v.vote.block_id
+                        && self.locked.is_none_or(|(r, _)| r < round)
+                    {
+                        self.locked = Some((round, id));
                     }
                     self.add_vote(v.clone());
                     self.signed.insert((round, slot), message);
@@ -297,17 +357,36 @@ impl Core {
     pub fn handle(&mut self, input: Input) -> Vec<Effect> {
         let mut effects = Vec::new();
         match input {
-            Input::Value { height, round, block_id } => {
+            Input::Value {
+                height,
+                round,
+                block_id,
+            } => {
                 if height == self.height && round == self.round && self.step == Step::Propose {
                     effects.extend(self.propose(block_id, None));
                 }
             }
-            Input::Proposal { proposal, block_valid, timely } => {
+            Input::Proposal {
+                proposal,
+                block_valid,
+                timely,
+            } => {
                 let message = Message::Proposal(proposal.clone());
-                if !self.admit(&message, Input::Proposal { proposal: proposal.clone(), block_valid, timely }) {
+                if !self.admit(
+                    &message,
+                    Input::Proposal {
+                        proposal: proposal.clone(),
+                        block_valid,
+                        timely,
+                    },
+                ) {
                     return effects;
                 }
-                self.add_proposal(ProposalEntry { signed: proposal, block_valid, timely });
+                self.add_proposal(ProposalEntry {
+                    signed: proposal,
+                    block_valid,
+                    timely,
+                });
             }
             Input::Vote(vote) => {
                 let message = Message::Vote(vote.clone());
@@ -344,7 +423,10 @@ impl Core {
         if self.already_have(message) {
             return false;
         }
-        if message.verify(&self.config.chain_id, &self.validators).is_err() {
+        if message
+            .verify(&self.config.chain_id, &self.validators)
+            .is_err()
+        {
             return false;
         }
         if let Message::Proposal(p) = message {
@@ -379,10 +461,16 @@ impl Core {
     }
 
     fn add_vote(&mut self, vote: SignedVote) -> Option<Effect> {
-        let power = self.validators.get(usize::from(vote.vote.validator_index))?.power;
+        let power = self
+            .validators
+            .get(usize::from(vote.vote.validator_index))?
+            .power;
         match self.votes.add(vote.clone(), power) {
             Added::New | Added::Duplicate | Added::Dropped => None,
-            Added::Equivocation(first) => Some(Effect::Equivocation { first, second: Box::new(vote) }),
+            Added::Equivocation(first) => Some(Effect::Equivocation {
+                first,
+                second: Box::new(vote),
+            }),
         }
     }
 
@@ -402,27 +490,49 @@ impl Core {
         let is_proposer = self
             .own_index
             .is_some_and(|i| usize::from(i) == proposer(&self.validators, self.height, round));
-        if !is_proposer {
-            return vec![self.schedule(Step::Propose)]; // [L21]
+        // [L21] schedules timeoutPropose only for the other validators. We schedule it for
+        // the proposer too: after a restart its validValue_p may lack the 2f+1 prevotes
+        // [L28] needs, and a block may fail to build; the timeout (which acts only while
+        // still in the propose step) then moves it on. Timeouts never affect safety.
+        let mut effects = vec![self.schedule(Step::Propose)];
+        if is_proposer {
+            effects.extend(match self.valid {
+                Some((valid_round, block_id)) => self.propose(block_id, Some(valid_round)), // [L15]
+                None => vec![Effect::RequestValue {
+                    height: self.height,
+                    round,
+                }], // [L17]
+            });
         }
-        match self.valid {
-            Some((valid_round, block_id)) => self.propose(block_id, Some(valid_round)), // [L15]
-            None => vec![Effect::RequestValue { height: self.height, round }], // [L17]
-        }
+        effects
     }
 
     /// broadcast ⟨PROPOSAL, h_p, round_p, proposal, validRound_p⟩ [L19].
     fn propose(&mut self, block_id: BlockHash, valid_round: Option<Round>) -> Vec<Effect> {
-        let Some(index) = self.own_index else { return Vec::new() };
-        let proposal = Proposal { height: self.height, round: self.round, block_id, valid_round, proposer_index: index };
+        let Some(index) = self.own_index else {
+            return Vec::new();
+        };
+        let proposal = Proposal {
+            height: self.height,
+            round: self.round,
+            block_id,
+            valid_round,
+            proposer_index: index,
+        };
         let Some(signed) = self.sign(Slot::Proposal, |key, chain| {
             Message::Proposal(sign_proposal(proposal.clone(), chain, key))
         }) else {
             return Vec::new();
         };
-        let Message::Proposal(p) = signed.message() else { return Vec::new() };
+        let Message::Proposal(p) = signed.message() else {
+            return Vec::new();
+        };
         // Our own proposal is valid (we built it, or it is validValue_p) and timely.
-        self.add_proposal(ProposalEntry { signed: p.clone(), block_valid: true, timely: true });
+        self.add_proposal(ProposalEntry {
+            signed: p.clone(),
+            block_valid: true,
+            timely: true,
+        });
         signed.effects()
     }
 
@@ -437,9 +547,16 @@ impl Core {
         let key = self.key.as_ref()?;
         let message = make(key, &self.config.chain_id);
         match self.signed.get(&(self.round, slot)) {
-            Some(previous) if same_content(previous, &message) => Some(Signed::Again(previous.clone())),
+            Some(previous) if same_content(previous, &message) => {
+                Some(Signed::Again(previous.clone()))
+            }
             Some(_) => {
-                tracing::warn!(height = self.height.0, round = self.round.0, ?slot, "refusing to sign a conflicting message");
+                tracing::warn!(
+                    height = self.height.0,
+                    round = self.round.0,
+                    ?slot,
+                    "refusing to sign a conflicting message"
+                );
                 None
             }
             None => {
@@ -450,13 +567,23 @@ impl Core {
     }
 
     fn vote(&mut self, kind: VoteKind, block_id: Option<BlockHash>) -> Vec<Effect> {
-        let Some(index) = self.own_index else { return Vec::new() };
-        let vote = Vote { kind, height: self.height, round: self.round, block_id, validator_index: index };
+        let Some(index) = self.own_index else {
+            return Vec::new();
+        };
+        let vote = Vote {
+            kind,
+            height: self.height,
+            round: self.round,
+            block_id,
+            validator_index: index,
+        };
         let slot = match kind {
             VoteKind::Prevote => Slot::Prevote,
             VoteKind::Precommit => Slot::Precommit,
         };
-        let Some(signed) = self.sign(slot, |key, chain| Message::Vote(sign_vote(vote.clone(), chain, key))) else {
+        let Some(signed) = self.sign(slot, |key, chain| {
+            Message::Vote(sign_vote(vote.clone(), chain, key))
+        }) else {
             return Vec::new();
         };
         if let Message::Vote(v) = signed.message() {
@@ -466,8 +593,15 @@ impl Core {
     }
 
     fn schedule(&self, step: Step) -> Effect {
-        let timeout = Timeout { height: self.height, round: self.round, step };
-        Effect::ScheduleTimeout { timeout, duration_ms: self.config.timeouts.duration_ms(step, self.round) }
+        let timeout = Timeout {
+            height: self.height,
+            round: self.round,
+            step,
+        };
+        Effect::ScheduleTimeout {
+            timeout,
+            duration_ms: self.config.timeouts.duration_ms(step, self.round),
+        }
     }
 
     /// OnTimeoutPropose / OnTimeoutPrevote / OnTimeoutPrecommit [L57–L67].
@@ -519,7 +653,11 @@ impl Core {
         }
         let entry = self.proposals.get(&self.round)?.first()?.clone();
         let id = entry.signed.proposal.block_id;
-        let locked = if self.config.faults.ignore_lock { None } else { self.locked };
+        let locked = if self.config.faults.ignore_lock {
+            None
+        } else {
+            self.locked
+        };
         let accept = match entry.signed.proposal.valid_round {
             // [L22–L23]: a fresh proposal must be valid and timely.
             None => entry.block_valid && entry.timely && locked.is_none_or(|(_, v)| v == id),
@@ -553,7 +691,16 @@ impl Core {
         if self.step == Step::Prevote {
             self.locked = Some((round, id)); // [L38–L39]
             self.step = Step::Precommit; // [L41]
-            effects = self.vote(VoteKind::Precommit, Some(id)); // [L40]
+            // The 2f+1 prevotes behind the lock are persisted with it: after a restart they
+            // are the proof a re-proposal of the locked value needs [L28]. Without them a
+            // restarted, locked validator could wait forever for a proof nobody holds.
+            effects.extend(
+                self.votes
+                    .votes_for(round, VoteKind::Prevote, id)
+                    .filter(|v| Some(v.vote.validator_index) != self.own_index)
+                    .map(|v| Effect::Persist(Message::Vote(v))),
+            );
+            effects.extend(self.vote(VoteKind::Precommit, Some(id))); // [L40]
         }
         self.valid = Some((round, id)); // [L42–L43]
         Some(effects)
@@ -611,7 +758,11 @@ impl Core {
             block_id: id,
             signatures: BoundedVec::new(signatures).unwrap_or_default(),
         };
-        Some(vec![Effect::Decide { height: self.height, block_id: id, certificate }])
+        Some(vec![Effect::Decide {
+            height: self.height,
+            block_id: id,
+            certificate,
+        }])
     }
 
     /// [L55–L56]: f+1 validators are in a higher round: go there.

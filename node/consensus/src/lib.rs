@@ -8,4 +8,6 @@ pub mod types;
 pub mod votes;
 
 pub use self::core::{Core, CoreConfig, Effect, Faults, Input, Timeouts};
-pub use self::types::{Message, Proposal, SignedProposal, SignedVote, Step, Timeout, Vote, VoteKind};
+pub use self::types::{
+    Message, Proposal, SignedProposal, SignedVote, Step, Timeout, Vote, VoteKind,
+};

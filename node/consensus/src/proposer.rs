@@ -15,7 +15,11 @@ fn gcd(a: u64, b: u64) -> u64 {
 
 /// The index of the proposer of (height, round).
 pub fn proposer(validators: &ValidatorSet, height: Height, round: Round) -> usize {
-    let divisor = validators.validators().iter().fold(0, |g, v| gcd(g, v.power)).max(1);
+    let divisor = validators
+        .validators()
+        .iter()
+        .fold(0, |g, v| gcd(g, v.power))
+        .max(1);
     let total = validators.total_power() / divisor;
     if total == 0 {
         return 0;

@@ -12,8 +12,8 @@
 //! different messages signed for one slot, across restarts) and, after the network heals,
 //! liveness (every honest node commits new heights within a bound).
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use bidchain_runtime::block::{BlockHash, CommitCertificate};
 use bidchain_runtime::bounded::BoundedString;
@@ -46,6 +46,11 @@ impl Rng {
     /// Uniform in `0..n` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
+    }
+
+    /// Uniform in `0..n` as an index (n > 0).
+    pub fn index(&mut self, n: usize) -> usize {
+        usize::try_from(self.below(n as u64)).unwrap_or(0)
     }
 
     pub fn per_mille(&mut self, p: u32) -> bool {
@@ -98,10 +103,28 @@ impl SimConfig {
 /// A broken invariant, with what is needed to understand it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Violation {
-    Agreement { height: Height, first: BlockHash, second: BlockHash, node: usize },
-    Validity { height: Height, node: usize, reason: String },
-    DoubleSign { node: usize, height: Height, round: Round, what: String },
-    Liveness { heal_height: u64, heights: Vec<u64>, at_ms: u64 },
+    Agreement {
+        height: Height,
+        first: BlockHash,
+        second: BlockHash,
+        node: usize,
+    },
+    Validity {
+        height: Height,
+        node: usize,
+        reason: String,
+    },
+    DoubleSign {
+        node: usize,
+        height: Height,
+        round: Round,
+        what: String,
+    },
+    Liveness {
+        heal_height: u64,
+        heights: Vec<u64>,
+        at_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -123,16 +146,34 @@ pub struct SimReport {
 enum NetMsg {
     Consensus(Message),
     /// Catch-up for a node seen at an older height: the decided block and its certificate.
-    Decided { height: Height, block_id: BlockHash, certificate: CommitCertificate },
+    Decided {
+        height: Height,
+        block_id: BlockHash,
+        certificate: CommitCertificate,
+    },
 }
 
 #[derive(Clone, Debug)]
 enum Event {
-    Deliver { to: usize, msg: NetMsg },
-    Timer { node: usize, incarnation: u32, timeout: Timeout },
-    Gossip { node: usize, incarnation: u32 },
-    Crash { node: usize },
-    Restart { node: usize },
+    Deliver {
+        to: usize,
+        msg: NetMsg,
+    },
+    Timer {
+        node: usize,
+        incarnation: u32,
+        timeout: Timeout,
+    },
+    Gossip {
+        node: usize,
+        incarnation: u32,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -181,12 +222,18 @@ const MAX_EVENTS: u64 = 3_000_000;
 /// Timeouts as in a node, scaled to the simulated network's delays.
 /// How often a node re-sends what it holds (see [`Core::gossip`]).
 const GOSSIP_INTERVAL_MS: u64 = 700;
-const SIM_TIMEOUTS: Timeouts = Timeouts { propose_ms: 1_000, prevote_ms: 500, precommit_ms: 500, delta_ms: 250 };
+const SIM_TIMEOUTS: Timeouts = Timeouts {
+    propose_ms: 1_000,
+    prevote_ms: 500,
+    precommit_ms: 500,
+    delta_ms: 250,
+};
 
 impl Sim {
     pub fn new(config: SimConfig) -> Sim {
-        let keys: Vec<Keypair> =
-            (0..config.n).map(|i| Keypair::from_seed_for_tests(config.seed.wrapping_mul(1000) + i as u64)).collect();
+        let keys: Vec<Keypair> = (0..config.n)
+            .map(|i| Keypair::from_seed_for_tests(config.seed.wrapping_mul(1000) + i as u64))
+            .collect();
         let validators = ValidatorSet::new(
             keys.iter()
                 .enumerate()
@@ -236,8 +283,16 @@ impl Sim {
 
     fn core_config(&self, node: usize) -> CoreConfig {
         // Byzantine nodes run an honest core underneath and mangle what it sends.
-        let faults = if self.nodes[node].byzantine { Faults::default() } else { self.config.faults };
-        CoreConfig { chain_id: self.chain_id.clone(), timeouts: SIM_TIMEOUTS, faults }
+        let faults = if self.nodes[node].byzantine {
+            Faults::default()
+        } else {
+            self.config.faults
+        };
+        CoreConfig {
+            chain_id: self.chain_id.clone(),
+            timeouts: SIM_TIMEOUTS,
+            faults,
+        }
     }
 
     fn push(&mut self, at_ms: u64, event: Event) {
@@ -256,16 +311,21 @@ impl Sim {
         let mut heal_height = None;
         let mut reached = false;
         while let Some(Reverse((at, seq))) = self.queue.pop() {
-            let Some(event) = self.events.remove(&seq) else { continue };
+            let Some(event) = self.events.remove(&seq) else {
+                continue;
+            };
             self.now_ms = at;
             if heal_height.is_none() && at >= self.config.heal_at_ms {
                 heal_height = Some(self.max_honest_height());
             }
-            if let Some(h) = heal_height {
-                if self.honest_heights().iter().all(|&x| x >= h + self.config.heights_after_heal) {
-                    reached = true;
-                    break;
-                }
+            if let Some(h) = heal_height
+                && self
+                    .honest_heights()
+                    .iter()
+                    .all(|&x| x >= h + self.config.heights_after_heal)
+            {
+                reached = true;
+                break;
             }
             if at > deadline || self.processed >= MAX_EVENTS {
                 self.violation = Some(Violation::Liveness {
@@ -276,7 +336,8 @@ impl Sim {
                 break;
             }
             self.processed += 1;
-            self.trace.update(format!("{at}:{seq}:{event:?}").as_bytes());
+            self.trace
+                .update(format!("{at}:{seq}:{event:?}").as_bytes());
             self.step(event);
             if self.violation.is_some() {
                 break;
@@ -297,12 +358,20 @@ impl Sim {
             heights: self.honest_heights(),
             equivocations_seen: self.equivocations,
             violation: self.violation.clone(),
-            final_states: self.nodes.iter().map(|n| n.core.as_ref().map_or("down".to_owned(), Core::describe)).collect(),
+            final_states: self
+                .nodes
+                .iter()
+                .map(|n| n.core.as_ref().map_or("down".to_owned(), Core::describe))
+                .collect(),
         }
     }
 
     fn honest_heights(&self) -> Vec<u64> {
-        self.nodes.iter().filter(|n| !n.byzantine).map(|n| n.committed.len() as u64).collect()
+        self.nodes
+            .iter()
+            .filter(|n| !n.byzantine)
+            .map(|n| n.committed.len() as u64)
+            .collect()
     }
 
     fn max_honest_height(&self) -> u64 {
@@ -320,7 +389,7 @@ impl Sim {
         }
         if self.config.crashes {
             for _ in 0..2 {
-                let node = self.rng.below(self.config.n as u64) as usize;
+                let node = self.rng.index(self.config.n);
                 let at = self.rng.below(heal / 2);
                 let back = at + 1 + self.rng.below(heal / 2);
                 self.push(at, Event::Crash { node });
@@ -341,14 +410,21 @@ impl Sim {
         );
         self.nodes[node].core = Some(core);
         let incarnation = self.nodes[node].incarnation;
-        self.push(self.now_ms + GOSSIP_INTERVAL_MS, Event::Gossip { node, incarnation });
+        self.push(
+            self.now_ms + GOSSIP_INTERVAL_MS,
+            Event::Gossip { node, incarnation },
+        );
         self.perform(node, effects);
     }
 
     fn step(&mut self, event: Event) {
         match event {
             Event::Deliver { to, msg } => self.deliver(to, msg),
-            Event::Timer { node, incarnation, timeout } => {
+            Event::Timer {
+                node,
+                incarnation,
+                timeout,
+            } => {
                 if self.nodes[node].incarnation == incarnation {
                     self.input(node, Input::Timeout(timeout));
                 }
@@ -362,7 +438,10 @@ impl Sim {
                         self.broadcast(node, message);
                     }
                 }
-                self.push(self.now_ms + GOSSIP_INTERVAL_MS, Event::Gossip { node, incarnation });
+                self.push(
+                    self.now_ms + GOSSIP_INTERVAL_MS,
+                    Event::Gossip { node, incarnation },
+                );
             }
             Event::Crash { node } => {
                 let n = &mut self.nodes[node];
@@ -378,7 +457,9 @@ impl Sim {
     }
 
     fn input(&mut self, node: usize, input: Input) {
-        let Some(core) = self.nodes[node].core.as_mut() else { return };
+        let Some(core) = self.nodes[node].core.as_mut() else {
+            return;
+        };
         let effects = core.handle(input);
         self.perform(node, effects);
     }
@@ -398,12 +479,20 @@ impl Sim {
                     Message::Vote(v) => Input::Vote(v),
                     Message::Proposal(p) => {
                         let block_valid = self.valid_blocks.contains(&p.proposal.block_id);
-                        Input::Proposal { proposal: p, block_valid, timely: true }
+                        Input::Proposal {
+                            proposal: p,
+                            block_valid,
+                            timely: true,
+                        }
                     }
                 };
                 self.input(to, input);
             }
-            NetMsg::Decided { height, block_id, certificate } => {
+            NetMsg::Decided {
+                height,
+                block_id,
+                certificate,
+            } => {
                 if height == my_height && self.valid_blocks.contains(&block_id) {
                     self.commit(to, height, block_id, certificate);
                 }
@@ -417,10 +506,22 @@ impl Sim {
         if peer >= self.nodes.len() || height.0 == 0 {
             return;
         }
-        let Some((block_id, certificate)) = self.nodes[from].committed.get((height.0 - 1) as usize).cloned() else {
+        let Some((block_id, certificate)) = self.nodes[from]
+            .committed
+            .get(usize::try_from(height.0 - 1).unwrap_or(usize::MAX))
+            .cloned()
+        else {
             return;
         };
-        self.send(from, peer, NetMsg::Decided { height, block_id, certificate });
+        self.send(
+            from,
+            peer,
+            NetMsg::Decided {
+                height,
+                block_id,
+                certificate,
+            },
+        );
     }
 
     fn perform(&mut self, node: usize, effects: Vec<Effect>) {
@@ -431,15 +532,36 @@ impl Sim {
             match effect {
                 Effect::Persist(message) => self.persist(node, message),
                 Effect::Broadcast(message) => self.broadcast(node, message),
-                Effect::ScheduleTimeout { timeout, duration_ms } => {
+                Effect::ScheduleTimeout {
+                    timeout,
+                    duration_ms,
+                } => {
                     let incarnation = self.nodes[node].incarnation;
-                    self.push(self.now_ms + duration_ms, Event::Timer { node, incarnation, timeout });
+                    self.push(
+                        self.now_ms + duration_ms,
+                        Event::Timer {
+                            node,
+                            incarnation,
+                            timeout,
+                        },
+                    );
                 }
                 Effect::RequestValue { height, round } => {
                     let block_id = self.make_block(node, height, round, 0);
-                    self.input(node, Input::Value { height, round, block_id });
+                    self.input(
+                        node,
+                        Input::Value {
+                            height,
+                            round,
+                            block_id,
+                        },
+                    );
                 }
-                Effect::Decide { height, block_id, certificate } => {
+                Effect::Decide {
+                    height,
+                    block_id,
+                    certificate,
+                } => {
                     self.commit(node, height, block_id, certificate);
                 }
                 Effect::Equivocation { .. } => self.equivocations += 1,
@@ -450,47 +572,77 @@ impl Sim {
     fn make_block(&mut self, node: usize, height: Height, round: Round, variant: u64) -> BlockHash {
         let id = BlockHash(Hash::domain(
             b"sim-block",
-            &[&self.config.seed.to_le_bytes(), &height.0.to_le_bytes(), &round.0.to_le_bytes(), &(node as u64).to_le_bytes(), &variant.to_le_bytes()],
+            &[
+                &self.config.seed.to_le_bytes(),
+                &height.0.to_le_bytes(),
+                &round.0.to_le_bytes(),
+                &(node as u64).to_le_bytes(),
+                &variant.to_le_bytes(),
+            ],
         ));
         self.valid_blocks.insert(id);
         id
     }
 
-    /// Records an honest node's signed message; two different ones for a slot is a
-    /// double-sign.
+    /// Writes a message to a node's "disk". For its own signed messages, two different
+    /// ones for one slot is a double-sign.
     fn persist(&mut self, node: usize, message: Message) {
         let (slot, what) = match &message {
             Message::Proposal(p) => (0u8, format!("proposal {:?}", p.proposal.block_id)),
-            Message::Vote(v) => (1 + v.vote.kind as u8, format!("{:?} {:?}", v.vote.kind, v.vote.block_id)),
+            Message::Vote(v) => (
+                1 + v.vote.kind as u8,
+                format!("{:?} {:?}", v.vote.kind, v.vote.block_id),
+            ),
         };
+        if usize::from(message.sender()) != node {
+            // Another validator's vote kept as the proof of a lock: not ours to check.
+            self.nodes[node].persisted.push(message);
+            return;
+        }
         let key = (node, message.height(), message.round(), slot);
-        if let Some(before) = self.signed.get(&key) {
-            if *before != what && !self.nodes[node].byzantine {
-                self.violation = Some(Violation::DoubleSign {
-                    node,
-                    height: message.height(),
-                    round: message.round(),
-                    what: format!("{before} then {what}"),
-                });
-                return;
-            }
+        if let Some(before) = self.signed.get(&key)
+            && *before != what
+            && !self.nodes[node].byzantine
+        {
+            self.violation = Some(Violation::DoubleSign {
+                node,
+                height: message.height(),
+                round: message.round(),
+                what: format!("{before} then {what}"),
+            });
+            return;
         }
         self.signed.insert(key, what);
         self.nodes[node].persisted.push(message);
     }
 
-    fn commit(&mut self, node: usize, height: Height, block_id: BlockHash, certificate: CommitCertificate) {
+    fn commit(
+        &mut self,
+        node: usize,
+        height: Height,
+        block_id: BlockHash,
+        certificate: CommitCertificate,
+    ) {
         if self.nodes[node].height() != height {
             return;
         }
         if !self.nodes[node].byzantine {
             if let Err(reason) = self.check_decision(height, &block_id, &certificate) {
-                self.violation = Some(Violation::Validity { height, node, reason });
+                self.violation = Some(Violation::Validity {
+                    height,
+                    node,
+                    reason,
+                });
                 return;
             }
             match self.decided.get(&height) {
                 Some(first) if *first != block_id => {
-                    self.violation = Some(Violation::Agreement { height, first: *first, second: block_id, node });
+                    self.violation = Some(Violation::Agreement {
+                        height,
+                        first: *first,
+                        second: block_id,
+                        node,
+                    });
                     return;
                 }
                 _ => {
@@ -515,11 +667,18 @@ impl Sim {
         self.perform(node, effects);
     }
 
-    fn check_decision(&self, height: Height, block_id: &BlockHash, cert: &CommitCertificate) -> Result<(), String> {
+    fn check_decision(
+        &self,
+        height: Height,
+        block_id: &BlockHash,
+        cert: &CommitCertificate,
+    ) -> Result<(), String> {
         if !self.valid_blocks.contains(block_id) {
             return Err(format!("block {block_id} was never a valid proposal"));
         }
-        cert.verify(&self.chain_id, height, block_id, &self.validators).map(|_| ()).map_err(|e| e.to_string())
+        cert.verify(&self.chain_id, height, block_id, &self.validators)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn broadcast(&mut self, from: usize, message: Message) {
@@ -536,19 +695,30 @@ impl Sim {
     fn send(&mut self, from: usize, to: usize, msg: NetMsg) {
         let healed = self.now_ms >= self.config.heal_at_ms;
         if !healed {
-            if let Some((start, end, side)) = &self.partition {
-                if (*start..*end).contains(&self.now_ms) && side[from] != side[to] {
-                    return;
-                }
+            if let Some((start, end, side)) = &self.partition
+                && (*start..*end).contains(&self.now_ms)
+                && side[from] != side[to]
+            {
+                return;
             }
             if self.rng.per_mille(self.config.loss_per_mille) {
                 return;
             }
         }
-        let copies = if !healed && self.rng.per_mille(self.config.dup_per_mille) { 2 } else { 1 };
+        let copies = if !healed && self.rng.per_mille(self.config.dup_per_mille) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let delay = 1 + self.rng.below(self.config.delay_max_ms);
-            self.push(self.now_ms + delay, Event::Deliver { to, msg: msg.clone() });
+            self.push(
+                self.now_ms + delay,
+                Event::Deliver {
+                    to,
+                    msg: msg.clone(),
+                },
+            );
         }
     }
 
@@ -577,27 +747,32 @@ impl Sim {
                 Message::Vote(sign_vote(other, &self.chain_id, &key))
             }
         };
-        for to in 0..n {
+        for (to, first_half) in half.into_iter().enumerate() {
             if to == from {
                 continue;
             }
-            let chosen = if half[to] { message.clone() } else { alternative.clone() };
+            let chosen = if first_half {
+                message.clone()
+            } else {
+                alternative.clone()
+            };
             self.send(from, to, NetMsg::Consensus(chosen));
         }
         self.byzantine_noise(from, &message);
     }
 
     fn byzantine_noise(&mut self, from: usize, message: &Message) {
-        let to = self.rng.below(self.nodes.len() as u64) as usize;
+        let to = self.rng.index(self.nodes.len());
         if let Message::Vote(v) = message {
             // A stale-round replay.
             let mut stale = v.vote.clone();
-            stale.round = Round(stale.round.0.saturating_sub(1 + self.rng.below(3) as u32));
+            let back = 1 + u32::try_from(self.rng.below(3)).unwrap_or(0);
+            stale.round = Round(stale.round.0.saturating_sub(back));
             let stale = sign_vote(stale, &self.chain_id, &self.nodes[from].key);
             self.send(from, to, NetMsg::Consensus(Message::Vote(stale)));
         }
         // A forged vote in an honest validator's name, with a garbage signature.
-        let victim = self.rng.below(self.nodes.len() as u64) as u16;
+        let victim = u16::try_from(self.rng.index(self.nodes.len())).unwrap_or(0);
         let forged = SignedVote {
             vote: Vote {
                 kind: VoteKind::Precommit,

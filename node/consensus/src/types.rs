@@ -9,14 +9,18 @@ use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 /// The step of a round (paper: `step_p`). Ordered: propose < prevote < precommit.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash, Encode, Decode, Serialize, Deserialize,
+)]
 pub enum Step {
     Propose,
     Prevote,
     Precommit,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash, Encode, Decode, Serialize, Deserialize,
+)]
 pub enum VoteKind {
     Prevote,
     Precommit,
@@ -111,14 +115,23 @@ impl Message {
     }
 
     /// Checks the signature against the sender's key in `validators`.
-    pub fn verify(&self, chain_id: &ChainId, validators: &ValidatorSet) -> Result<(), MessageError> {
+    pub fn verify(
+        &self,
+        chain_id: &ChainId,
+        validators: &ValidatorSet,
+    ) -> Result<(), MessageError> {
         let index = self.sender();
-        let validator = validators.get(usize::from(index)).ok_or(MessageError::UnknownSender(index))?;
+        let validator = validators
+            .get(usize::from(index))
+            .ok_or(MessageError::UnknownSender(index))?;
         let (bytes, signature) = match self {
             Message::Proposal(p) => (p.proposal.signing_bytes(chain_id), &p.signature),
             Message::Vote(v) => (v.vote.signing_bytes(chain_id), &v.signature),
         };
-        validator.key.verify(&bytes, signature).map_err(|_| MessageError::BadSignature(index))
+        validator
+            .key
+            .verify(&bytes, signature)
+            .map_err(|_| MessageError::BadSignature(index))
     }
 }
 
@@ -138,7 +151,10 @@ pub fn sign_vote(vote: Vote, chain_id: &ChainId, key: &Keypair) -> SignedVote {
 
 pub fn sign_proposal(proposal: Proposal, chain_id: &ChainId, key: &Keypair) -> SignedProposal {
     let signature = key.sign(&proposal.signing_bytes(chain_id));
-    SignedProposal { proposal, signature }
+    SignedProposal {
+        proposal,
+        signature,
+    }
 }
 
 /// A timer the core asked for; it comes back as an input when it fires.

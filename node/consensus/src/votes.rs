@@ -48,7 +48,11 @@ impl VoteBook {
         let v = &vote.vote;
         let (round, validator, value) = (v.round, v.validator_index, v.block_id);
         let tally = self.tallies.entry((round, v.kind)).or_default();
-        if tally.by_value.get(&value).is_some_and(|votes| votes.contains_key(&validator)) {
+        if tally
+            .by_value
+            .get(&value)
+            .is_some_and(|votes| votes.contains_key(&validator))
+        {
             return Added::Duplicate;
         }
         let count = tally.values_per_voter.entry(validator).or_default();
@@ -57,12 +61,20 @@ impl VoteBook {
         }
         *count += 1;
         let first = *count == 1;
-        let earlier = tally.by_value.values().find_map(|votes| votes.get(&validator)).cloned();
+        let earlier = tally
+            .by_value
+            .values()
+            .find_map(|votes| votes.get(&validator))
+            .cloned();
         if first {
             tally.total += power;
         }
         *tally.power.entry(value).or_default() += power;
-        tally.by_value.entry(value).or_default().insert(validator, vote);
+        tally
+            .by_value
+            .entry(value)
+            .or_default()
+            .insert(validator, vote);
         self.senders.entry(round).or_default().insert(validator);
         match earlier {
             Some(earlier) => Added::Equivocation(Box::new(earlier)),
@@ -101,7 +113,11 @@ impl VoteBook {
 
     /// Power that voted `value` (None: nil) in (round, kind).
     pub fn power_for(&self, round: Round, kind: VoteKind, value: Option<BlockHash>) -> u64 {
-        self.tallies.get(&(round, kind)).and_then(|t| t.power.get(&value)).copied().unwrap_or(0)
+        self.tallies
+            .get(&(round, kind))
+            .and_then(|t| t.power.get(&value))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Power that voted anything in (round, kind).
@@ -121,7 +137,10 @@ impl VoteBook {
     /// The precommit signatures for `block_id` in `round`, in validator order.
     pub fn precommits_for(&self, round: Round, block_id: BlockHash) -> Vec<CommitSig> {
         self.votes_for(round, VoteKind::Precommit, block_id)
-            .map(|v| CommitSig { validator_index: v.vote.validator_index, signature: v.signature })
+            .map(|v| CommitSig {
+                validator_index: v.vote.validator_index,
+                signature: v.signature,
+            })
             .collect()
     }
 }
