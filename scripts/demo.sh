@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# The dev profile, so the demo shares one build with the test suite.
-cargo build -p bidchain-cli --bin bidchain
+# The same build as the test suite (dev profile, whole workspace, every target): any
+# narrower build resolves other dependency features and compiles RocksDB a second time.
+cargo build --workspace --all-targets --locked
 exec "${CARGO_TARGET_DIR:-target}/debug/bidchain" demo "$@"

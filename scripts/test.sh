@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# The integration tests start real node processes of this binary.
-cargo build -p bidchain-cli --bin bidchain --locked
+# Always the whole workspace with every target: a narrower selection resolves other
+# features for shared dependencies (libc, ...) and rebuilds RocksDB from C++ source.
+# The integration tests start real node processes of the bidchain binary built here.
+cargo build --workspace --all-targets --locked
 cargo test --workspace --locked
