@@ -58,7 +58,10 @@ impl VoteBook {
         // Past the cap, an equivocator's vote still counts for a value someone else voted
         // for (it may complete a quorum honest nodes must see), never for a new one: memory
         // stays bounded by validators × cap values per (round, kind).
-        let others_voted = tally.by_value.get(&value).is_some_and(|votes| !votes.is_empty());
+        let others_voted = tally
+            .by_value
+            .get(&value)
+            .is_some_and(|votes| !votes.is_empty());
         let count = tally.values_per_voter.entry(validator).or_default();
         if *count >= MAX_VALUES_PER_VOTER && !others_voted {
             return Added::Dropped;
