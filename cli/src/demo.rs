@@ -4,6 +4,9 @@
 //! Today it runs one validator (the provincial hub) and the native account rules; the
 //! tender flow joins as the contracts land.
 
+// The demo prints its steps for a person to follow: printing is its interface.
+#![allow(clippy::print_stdout)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
