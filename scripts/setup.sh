@@ -3,7 +3,17 @@
 # and the wasm32-unknown-unknown target (the contracts). Safe to run again.
 set -euo pipefail
 
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then
+# bindgen loads libclang.so or libclang-N.so; libclang-cpp.so (present on many machines
+# without libclang-dev) is a different library and does not count.
+has_libclang() {
+  local f
+  for f in /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang.so* /usr/lib/*/libclang-[0-9]*.so*; do
+    [ -e "$f" ] && return 0
+  done
+  ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so'
+}
+
+if ! has_libclang; then
   echo "setup: installing libclang-dev (needed by rocksdb's bindgen)"
   sudo_cmd=""
   if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
