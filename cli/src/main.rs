@@ -65,6 +65,9 @@ enum Command {
     /// Accounts and roles (native transactions).
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Validator-set changes (hub only; effective from the next height).
+    #[command(subcommand)]
+    Validator(ValidatorCommand),
     /// Show a transaction's receipt.
     Tx {
         hash: TxHash,
@@ -157,6 +160,26 @@ enum AccountCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ValidatorCommand {
+    /// Add a validator, change its voting power, or remove it with `--power 0`.
+    Set {
+        /// Key file of the sending (hub) account.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        validator_key: PublicKey,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        power: u64,
+        #[arg(long, env = "BIDCHAIN_RPC")]
+        rpc: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -202,6 +225,22 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Node { home } => run_node(&home).await,
         Command::Status { rpc } => print_json(&Client::new(&rpc)?.status().await?),
         Command::Account(cmd) => account(cmd).await,
+        Command::Validator(ValidatorCommand::Set {
+            key,
+            validator_key,
+            name,
+            power,
+            rpc,
+            no_wait,
+        }) => {
+            let name = BoundedString::new(name).context("validator name")?;
+            let call = NativeCall::SetValidator {
+                key: validator_key,
+                name,
+                power,
+            };
+            submit_native(&key, Payload::Native(call), &rpc, no_wait).await
+        }
         Command::Tx { hash, rpc } => print_json(&Client::new(&rpc)?.tx(&hash).await?),
         Command::Demo { dir, keep } => demo::run(demo::DemoOptions { dir, keep }).await,
     }
@@ -339,8 +378,14 @@ async fn account(cmd: AccountCommand) -> Result<()> {
             no_wait,
         ),
     };
-    let key = read_key_file(&key)?;
-    let client = Client::new(&rpc)?;
+    submit_native(&key, payload, &rpc, no_wait).await
+}
+
+/// Signs `payload` with the key file's key at its next nonce, submits it and, unless
+/// `no_wait`, waits for its receipt.
+async fn submit_native(key: &Path, payload: Payload, rpc: &str, no_wait: bool) -> Result<()> {
+    let key = read_key_file(key)?;
+    let client = Client::new(rpc)?;
     let status = client.status().await?;
     let nonce = client
         .account(&AccountId::of(&key.public()))

@@ -55,8 +55,6 @@ pub enum ChainError {
     TooManyTxs(usize),
     #[error("state has no validator set")]
     NoValidatorSet,
-    #[error(transparent)]
-    Solo(#[from] crate::producer::SoloError),
 }
 
 /// The last committed block, or genesis.

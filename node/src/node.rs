@@ -4,17 +4,19 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use bidchain_consensus::Timeouts;
 use bidchain_genesis::{Genesis, GenesisError};
-use bidchain_runtime::time::Timestamp;
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use crate::chain::{Chain, ChainError};
 use crate::config::{ConfigError, NodeConfig};
+use crate::driver::{Driver, DriverConfig, DriverError};
 use crate::keyfile::{KeyFileError, read_key_file};
 use crate::mempool::Mempool;
-use crate::producer::SoloProducer;
+use crate::net::{Inbox, NoPeers, Transport};
 use crate::shared::Shared;
 use crate::storage::{Storage, StorageError};
 
@@ -31,6 +33,10 @@ pub enum NodeError {
     Storage(#[from] StorageError),
     #[error("chain: {0}")]
     Chain(#[from] ChainError),
+    #[error("consensus: {0}")]
+    Consensus(#[from] DriverError),
+    #[error("the consensus thread panicked")]
+    ConsensusPanicked,
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -48,10 +54,19 @@ pub fn rpc_addr_path(data_dir: &Path) -> PathBuf {
     data_dir.join("rpc.addr")
 }
 
-/// Runs the node in `home` until `shutdown` completes; then finishes the block in hand,
-/// stops serving and returns.
+/// Runs the node in `home`, with no peers, until `shutdown` completes.
 pub async fn run(
     home: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    run_with_network(home, None, shutdown).await
+}
+
+/// Runs the node in `home` until `shutdown` completes; then finishes the step in hand,
+/// stops serving and returns. `network` links consensus to the other validators.
+pub async fn run_with_network(
+    home: &Path,
+    network: Option<(Box<dyn Transport>, Inbox)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let config = NodeConfig::load(home)?;
@@ -61,7 +76,11 @@ pub async fn run(
     std::fs::create_dir_all(&data_dir).map_err(io(format!("create {}", data_dir.display())))?;
     let storage = Storage::open(&data_dir.join("db"), &genesis)?;
     let mempool = Mempool::new(config.mempool, genesis.chain_id.clone());
-    let block_interval = Duration::from_millis(genesis.consensus.block_interval_ms);
+    let driver_config = DriverConfig {
+        timeouts: Timeouts::default(),
+        block_interval: Duration::from_millis(genesis.consensus.block_interval_ms),
+        empty_block_interval: Duration::from_millis(config.empty_block_interval_ms),
+    };
     let chain = Chain::new(storage, genesis);
     let tip = chain.tip()?;
     tracing::info!(
@@ -82,59 +101,56 @@ pub async fn run(
     std::fs::write(&addr_file, rpc_addr.to_string()).map_err(io("write rpc.addr"))?;
     tracing::info!(%rpc_addr, "HTTP API listening");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let producer = match SoloProducer::new(key, shared.clone()) {
-        Ok(producer) => Some(tokio::spawn(produce_loop(
-            Arc::new(producer),
-            block_interval,
-            Duration::from_millis(config.empty_block_interval_ms),
-            stop_rx,
-        ))),
-        Err(err) => {
-            tracing::warn!(%err, "not producing blocks; serving the stored chain read-only");
-            None
+    let stop = Arc::new(AtomicBool::new(false));
+    let (driver_done_tx, driver_done) = oneshot::channel();
+    let (transport, inbox) = match network {
+        Some(network) => network,
+        None => {
+            let validators = shared.chain.validator_set()?.len();
+            if validators > 1 {
+                tracing::warn!(
+                    validators,
+                    "no network: this node alone cannot reach a quorum"
+                );
+            }
+            no_peers()
         }
     };
+    let driver = Driver::new(shared.clone(), key, transport, driver_config)?;
+    let driver_stop = stop.clone();
+    let driver_thread = std::thread::Builder::new()
+        .name("consensus".into())
+        .spawn(move || {
+            let result = driver.run(inbox, &driver_stop);
+            let _ = driver_done_tx.send(());
+            result
+        })
+        .map_err(io("start the consensus thread"))?;
 
+    // Serve until asked to stop, or until consensus stops on its own (a storage failure).
+    let stop_serving = async move {
+        tokio::select! {
+            () = shutdown => {}
+            _ = driver_done => {}
+        }
+    };
     let served = axum::serve(listener, crate::rpc::router(shared))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stop_serving)
         .await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    if let Some(task) = producer {
-        let _ = task.await;
-    }
+    stop.store(true, Ordering::Relaxed);
+    let driven = tokio::task::spawn_blocking(move || driver_thread.join()).await;
     let _ = std::fs::remove_file(&addr_file);
+    match driven {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(err))) => return Err(NodeError::Consensus(err)),
+        Ok(Err(_)) | Err(_) => return Err(NodeError::ConsensusPanicked),
+    }
     served.map_err(io("serve HTTP API"))
 }
 
-/// Ticks every block interval; each tick commits a block if transactions are pending, or
-/// an empty one when `empty_after` has passed without a block (zero: never).
-async fn produce_loop(
-    producer: Arc<SoloProducer>,
-    interval: Duration,
-    empty_after: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_block = Instant::now();
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let force = !empty_after.is_zero() && last_block.elapsed() >= empty_after;
-        let p = producer.clone();
-        let produced = tokio::task::spawn_blocking(move || {
-            p.produce_once(Timestamp::from_system(SystemTime::now()), force)
-        })
-        .await;
-        match produced {
-            Ok(Ok(Some(_))) => last_block = Instant::now(),
-            Ok(Ok(None)) => {}
-            Ok(Err(err)) => tracing::error!(%err, "block production failed; retrying next tick"),
-            Err(err) => tracing::error!(%err, "block production task died; retrying next tick"),
-        }
-    }
+/// No transport: this node reaches no other validator (a one-validator chain).
+fn no_peers() -> (Box<dyn Transport>, Inbox) {
+    let (_sender, inbox) = std::sync::mpsc::sync_channel(1);
+    (Box::new(NoPeers), inbox)
 }

@@ -19,7 +19,7 @@ use bidchain_runtime::tx::{MAX_TX_BYTES, SignedTransaction, TxHash};
 
 use crate::api::*;
 use crate::chain::receipts_root;
-use crate::shared::Shared;
+use crate::shared::{Shared, TxSource};
 use crate::storage::{Commits, Receipts, TxIndex};
 
 type Reply = Result<Response, ApiError>;
@@ -113,11 +113,9 @@ async fn submit_tx(
         .map_err(|e| refused(ApiError::bad_request("malformed_tx", e)))?;
     tx.verify_signature()
         .map_err(|e| refused(ApiError::bad_request("bad_signature", e)))?;
-    let admitted = shared
-        .mempool()
-        .admit_verified(shared.chain.storage(), tx, body.len());
-    let tx_hash = admitted.map_err(|e| refused(ApiError::bad_request(e.code(), e)))?;
-    shared.metrics.txs_admitted.fetch_add(1, Ordering::Relaxed);
+    let tx_hash = shared
+        .admit(tx, body.len(), TxSource::Client)
+        .map_err(|e| refused(ApiError::bad_request(e.code(), e)))?;
     tracing::debug!(%tx_hash, "admitted transaction");
     let body = SubmitResponse {
         tx_hash,

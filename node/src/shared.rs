@@ -1,19 +1,33 @@
 //! State shared by the node's tasks: the chain, the mempool and the metrics.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bidchain_runtime::block::Block;
-use bidchain_runtime::tx::TxHash;
+use bidchain_runtime::tx::{SignedTransaction, TxHash};
 
 use crate::chain::Chain;
-use crate::mempool::Mempool;
+use crate::mempool::{AdmitError, Mempool};
+
+/// Transactions admitted from clients and not yet gossiped to the other validators; past
+/// this, a transaction stays in this node's mempool only (it is still proposed from here).
+pub const MAX_OUTBOUND_TXS: usize = 10_000;
+
+/// Where a transaction came from: a client's is passed on to the other validators, a
+/// peer's is not (every validator hears every broadcast already).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxSource {
+    Client,
+    Peer,
+}
 
 #[derive(Debug)]
 pub struct Shared {
     pub chain: Chain,
     pub node_name: String,
     mempool: Mutex<Mempool>,
+    outbound_txs: Mutex<VecDeque<SignedTransaction>>,
     pub metrics: Metrics,
 }
 
@@ -32,6 +46,7 @@ impl Shared {
             chain,
             node_name,
             mempool: Mutex::new(mempool),
+            outbound_txs: Mutex::new(VecDeque::new()),
             metrics: Metrics::default(),
         }
     }
@@ -40,6 +55,40 @@ impl Shared {
     /// that matters (the next commit rebuilds its nonce view), so a poisoned lock is used.
     pub fn mempool(&self) -> MutexGuard<'_, Mempool> {
         self.mempool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits a transaction whose signature the caller has verified.
+    pub fn admit(
+        &self,
+        tx: SignedTransaction,
+        encoded_len: usize,
+        source: TxSource,
+    ) -> Result<TxHash, AdmitError> {
+        let gossip = (source == TxSource::Client).then(|| tx.clone());
+        let hash = self
+            .mempool()
+            .admit_verified(self.chain.storage(), tx, encoded_len)?;
+        self.metrics.txs_admitted.fetch_add(1, Ordering::Relaxed);
+        if let Some(tx) = gossip {
+            let mut queue = self
+                .outbound_txs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if queue.len() < MAX_OUTBOUND_TXS {
+                queue.push_back(tx);
+            }
+        }
+        Ok(hash)
+    }
+
+    /// Takes up to `max` transactions waiting to be gossiped.
+    pub fn take_outbound_txs(&self, max: usize) -> Vec<SignedTransaction> {
+        let mut queue = self
+            .outbound_txs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let n = queue.len().min(max);
+        queue.drain(..n).collect()
     }
 
     pub fn after_commit(&self, block: &Block, tx_hashes: &[TxHash]) {

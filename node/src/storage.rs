@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use bidchain_consensus::Message;
 use bidchain_genesis::Genesis;
 use bidchain_runtime::block::{Block, CommitCertificate, Header};
 use bidchain_runtime::codec::{self, CodecError};
@@ -50,6 +51,15 @@ pub trait TableKey {
 impl TableKey for Height {
     fn key_bytes(&self) -> Vec<u8> {
         self.0.to_be_bytes().to_vec()
+    }
+}
+
+/// A consensus message of this validator's at a height: (height, sequence number).
+impl TableKey for (Height, u32) {
+    fn key_bytes(&self) -> Vec<u8> {
+        let mut key = self.0.0.to_be_bytes().to_vec();
+        key.extend(self.1.to_be_bytes());
+        key
     }
 }
 
@@ -104,10 +114,13 @@ table!(Commits, "commits", Height, CommitCertificate);
 table!(TxIndex, "txs", TxHash, TxLocation);
 table!(Receipts, "receipts", TxHash, Receipt);
 table!(Meta, "meta", MetaKey, ChainMeta);
+// What this validator signed (and the prevotes behind its lock) at heights not yet
+// committed: the consensus core's memory across a crash.
+table!(ConsensusLog, "consensus", (Height, u32), Message);
 
 /// Raw state entries: keys and values are the state machine's own bytes.
 const STATE_CF: &str = "state";
-const ALL_CFS: [&str; 7] = [
+const ALL_CFS: [&str; 8] = [
     Headers::NAME,
     Bodies::NAME,
     Commits::NAME,
@@ -115,6 +128,7 @@ const ALL_CFS: [&str; 7] = [
     Receipts::NAME,
     STATE_CF,
     Meta::NAME,
+    ConsensusLog::NAME,
 ];
 
 /// Everything one block commit writes.
@@ -262,9 +276,44 @@ impl Storage {
                 None => batch.delete_cf(state_cf, key),
             }
         }
+        // Messages signed up to this height can no longer matter: the height is decided.
+        let log_cf = self.cf(ConsensusLog::NAME)?;
+        batch.delete_range_cf(log_cf, Vec::new(), (height.next(), 0).key_bytes());
         meta.latest_height = height;
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
         self.write_synced(batch)
+    }
+
+    /// Makes a message this validator signed durable (WAL synced) before it is sent.
+    pub fn log_signed(
+        &self,
+        height: Height,
+        seq: u32,
+        message: &Message,
+    ) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        self.put::<ConsensusLog>(&mut batch, &(height, seq), message)?;
+        self.write_synced(batch)
+    }
+
+    /// The messages logged at `height`, in the order they were logged.
+    pub fn signed_at(&self, height: Height) -> Result<Vec<Message>, StorageError> {
+        let prefix = height.0.to_be_bytes();
+        let cf = self.cf(ConsensusLog::NAME)?;
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(cf, prefix) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            out.push(
+                codec::decode(&value).map_err(|source| StorageError::Corrupt {
+                    table: ConsensusLog::NAME,
+                    source,
+                })?,
+            );
+        }
+        Ok(out)
     }
 
     /// The state root after applying `changes` to the committed state: a merge-join of the

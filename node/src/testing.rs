@@ -61,14 +61,25 @@ pub fn create_account_tx(
     new: &Keypair,
     role: Role,
 ) -> SignedTransaction {
+    create_account_tx_on(&chain_id(), signer, Nonce(nonce), new, role)
+}
+
+/// [`create_account_tx`] on the chain `chain_id`.
+pub fn create_account_tx_on(
+    chain_id: &ChainId,
+    signer: &Keypair,
+    nonce: Nonce,
+    new: &Keypair,
+    role: Role,
+) -> SignedTransaction {
     Transaction {
-        chain_id: chain_id(),
+        chain_id: chain_id.clone(),
         sender: signer.public(),
-        nonce: Nonce(nonce),
+        nonce,
         payload: Payload::Native(NativeCall::CreateAccount {
             key: new.public(),
             role,
-            label: label(format!("acct-{nonce}")),
+            label: label(format!("acct-{}", nonce.0)),
         }),
     }
     .sign(signer)

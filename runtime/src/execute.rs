@@ -3,12 +3,14 @@
 //! validator computes the same result from the same inputs.
 
 use crate::block::BlockHash;
-use crate::crypto;
+use crate::bounded::BoundedString;
+use crate::crypto::{self, PublicKey};
 use crate::ids::{AccountId, ChainId, Height, Nonce};
 use crate::receipt::{Event, Receipt, TxOutcome};
 use crate::state::{Account, Changes, Overlay, StateError, StateKey, StateView};
 use crate::time::Timestamp;
 use crate::tx::{NativeCall, Payload, Role, SignedTransaction};
+use crate::validator::{MAX_VALIDATOR_NAME_LEN, Validator, ValidatorSet, ValidatorSetError};
 
 /// What execution may know about the block it runs in.
 #[derive(Clone, Debug)]
@@ -52,6 +54,8 @@ enum Rejection {
     AccountExists(AccountId),
     #[error("account {0} does not exist")]
     UnknownAccount(AccountId),
+    #[error("the validator set would be invalid: {0}")]
+    InvalidValidatorSet(#[from] ValidatorSetError),
 }
 
 impl Rejection {
@@ -60,6 +64,7 @@ impl Rejection {
             Rejection::NotPermitted { .. } => "not_permitted",
             Rejection::AccountExists(_) => "account_exists",
             Rejection::UnknownAccount(_) => "unknown_account",
+            Rejection::InvalidValidatorSet(_) => "invalid_validator_set",
         }
     }
 }
@@ -233,7 +238,53 @@ fn apply_native<V: StateView + ?Sized>(
             let attrs = [("account", account.to_string()), ("role", role.to_string())];
             Ok(vec![Event::new("role_set", &attrs)])
         }
+        NativeCall::SetValidator { key, name, power } => {
+            if sender.role != Role::Hub {
+                let action = "change the validator set".to_owned();
+                return Err(Rejection::NotPermitted {
+                    sender: sender.role,
+                    action,
+                }
+                .into());
+            }
+            let current = state.validator_set()?.map(|s| s.validators().to_vec());
+            let next = with_validator(current.unwrap_or_default(), key, name, *power);
+            let set = ValidatorSet::new(next).map_err(Rejection::from)?;
+            state.put(StateKey::ValidatorSet, &set);
+            let attrs = [
+                ("validator", key.to_string()),
+                ("power", power.to_string()),
+                ("set", set.hash().to_string()),
+            ];
+            Ok(vec![Event::new("validator_set", &attrs)])
+        }
     }
+}
+
+/// The list with `key` set to `power`: updated in place (order, and so proposer rotation
+/// and certificate indices, is kept), appended if new, removed at power 0.
+fn with_validator(
+    mut validators: Vec<Validator>,
+    key: &PublicKey,
+    name: &BoundedString<MAX_VALIDATOR_NAME_LEN>,
+    power: u64,
+) -> Vec<Validator> {
+    match validators.iter().position(|v| v.key == *key) {
+        Some(i) if power == 0 => {
+            validators.remove(i);
+        }
+        Some(i) => {
+            validators[i].power = power;
+            validators[i].name = name.clone();
+        }
+        None if power == 0 => {}
+        None => validators.push(Validator {
+            name: name.clone(),
+            key: *key,
+            power,
+        }),
+    }
+    validators
 }
 
 #[cfg(test)]
@@ -327,6 +378,70 @@ mod tests {
                 .account(AccountId::of(&auditor.public()))
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    fn set_validator(signer: &Keypair, nonce: u64, key: &Keypair, power: u64) -> SignedTransaction {
+        Transaction {
+            chain_id: chain(),
+            sender: signer.public(),
+            nonce: Nonce(nonce),
+            payload: Payload::Native(NativeCall::SetValidator {
+                key: key.public(),
+                name: BoundedString::new("v").unwrap(),
+                power,
+            }),
+        }
+        .sign(signer)
+    }
+
+    #[test]
+    fn only_the_hub_changes_the_validator_set_and_never_to_an_empty_one() {
+        let (hub, center, v1, v2) = (
+            Keypair::from_seed_for_tests(1),
+            Keypair::from_seed_for_tests(2),
+            Keypair::from_seed_for_tests(3),
+            Keypair::from_seed_for_tests(4),
+        );
+        let mut base = genesis_state(&hub);
+        let genesis_set = ValidatorSet::new(vec![Validator {
+            name: BoundedString::new("v1").unwrap(),
+            key: v1.public(),
+            power: 1,
+        }])
+        .unwrap();
+        base.insert(
+            StateKey::ValidatorSet.to_bytes(),
+            crate::codec::encode(&genesis_set),
+        );
+        let txs = vec![
+            create(&hub, 0, &center, Role::Center),
+            set_validator(&center, 0, &v2, 1),
+            set_validator(&hub, 1, &v2, 3),
+            set_validator(&hub, 2, &v1, 0),
+            set_validator(&hub, 3, &v2, 0),
+        ];
+        let out = execute_block(&base, &env(), &txs).unwrap();
+        let codes: Vec<_> = out
+            .receipts
+            .iter()
+            .map(|r| match &r.outcome {
+                TxOutcome::Ok => "ok".to_owned(),
+                TxOutcome::Rejected { code, .. } => code.to_string(),
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            ["ok", "not_permitted", "ok", "ok", "invalid_validator_set"]
+        );
+        let set: ValidatorSet =
+            crate::state::get_after(&base, &out.changes, StateKey::ValidatorSet)
+                .unwrap()
+                .unwrap();
+        assert_eq!(set.validators().len(), 1);
+        assert_eq!(
+            (set.validators()[0].key, set.validators()[0].power),
+            (v2.public(), 3)
         );
     }
 

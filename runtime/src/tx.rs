@@ -9,6 +9,7 @@ use crate::crypto::{CryptoError, Keypair, PublicKey, Signature};
 use crate::hash::Hash;
 use crate::ids::{AccountId, ChainId, Nonce};
 use crate::typed_hash;
+use crate::validator::MAX_VALIDATOR_NAME_LEN;
 
 /// The largest encoded transaction a node accepts.
 pub const MAX_TX_BYTES: usize = 64 * 1024;
@@ -100,6 +101,14 @@ pub enum NativeCall {
     },
     /// Changes an existing account's role (hub only).
     SetRole { account: AccountId, role: Role },
+    /// Adds a validator, changes its power, or removes it with power 0 (hub only). It
+    /// takes effect from the height after the block that holds it: that block's header
+    /// carries the new set's hash as `next_validators_hash`.
+    SetValidator {
+        key: PublicKey,
+        name: BoundedString<MAX_VALIDATOR_NAME_LEN>,
+        power: u64,
+    },
 }
 
 /// What a transaction asks for. Contract calls join as their own variant.

@@ -1,0 +1,760 @@
+//! The consensus driver: the outer loop around the pure Tendermint core
+//! ([`bidchain_consensus::Core`]). It owns everything the core must not touch: the clock
+//! (timers, block time, the timeliness check), the disk (what the core signs is logged with
+//! fsync before it leaves), the chain (building, verifying and committing blocks) and the
+//! [`Transport`] to the other validators.
+//!
+//! It runs on a thread of its own: each step is a short synchronous call, and a synced
+//! write has to hold up the step that needs it anyway. One validator (n = 1) runs this same
+//! loop with no peers: its own votes are a quorum.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant, SystemTime};
+
+use bidchain_consensus::{
+    Core, CoreConfig, Effect, Faults, Input, Message, SignedProposal, SignedVote, Timeout, Timeouts,
+};
+use bidchain_runtime::block::{Block, BlockHash, CommitCertificate};
+use bidchain_runtime::crypto::Keypair;
+use bidchain_runtime::ids::Height;
+use bidchain_runtime::time::Timestamp;
+use bidchain_runtime::tx::{SignedTransaction, TxHash};
+use bidchain_runtime::validator::ValidatorSet;
+
+use crate::chain::{ChainError, Proposal, Tip};
+use crate::net::{Inbox, NetMessage, Transport, ValidatorIndex};
+use crate::shared::{Shared, TxSource};
+use crate::storage::Commits;
+
+/// How often a validator sends again what it holds of the current height (the paper's
+/// gossip assumption, §2), so a lost message is not lost for good.
+pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(700);
+/// The longest the loop sleeps, so a stop request is seen promptly.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Distinct blocks kept for the height being decided (an equivocating proposer sends
+/// several a round); more are refused until the height is decided.
+pub const MAX_BLOCKS_PER_HEIGHT: usize = 32;
+/// Pending timers; the core asks for at most three a round.
+pub const MAX_TIMERS: usize = 256;
+/// Client transactions gossiped per loop turn.
+const MAX_TX_GOSSIP_PER_TURN: usize = 1_024;
+/// Committed blocks sent to a lagging validator per request.
+pub const MAX_CATCH_UP_BLOCKS: u64 = 32;
+/// Room left in a block for its header and length prefixes.
+const HEADER_ALLOWANCE_BYTES: usize = 4 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    pub timeouts: Timeouts,
+    /// The pause after a commit before the next height starts.
+    pub block_interval: Duration,
+    /// With nothing to commit, the next height still starts after this long (zero: it
+    /// starts after `block_interval`, blocks or not).
+    pub empty_block_interval: Duration,
+}
+
+/// A block proposed for the height being decided, with this node's verdict on it.
+#[derive(Debug)]
+enum Candidate {
+    Valid(Proposal),
+    Invalid(Block),
+}
+
+impl Candidate {
+    fn block(&self) -> &Block {
+        match self {
+            Candidate::Valid(p) => &p.block,
+            Candidate::Invalid(b) => b,
+        }
+    }
+}
+
+/// Why the driver stopped on its own (the node stops with it).
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("decided block {0} is not among the blocks this node verified")]
+    DecidedUnknownBlock(BlockHash),
+}
+
+pub struct Driver {
+    shared: Arc<Shared>,
+    key: Keypair,
+    transport: Box<dyn Transport>,
+    config: DriverConfig,
+    /// `None` between heights: after a commit, until the next height is due.
+    core: Option<Core>,
+    validators: ValidatorSet,
+    timers: BinaryHeap<Reverse<(Instant, Timeout)>>,
+    blocks: BTreeMap<BlockHash, Candidate>,
+    /// Messages logged at the core's height so far (the next log key).
+    logged: u32,
+    next_height_at: Option<Instant>,
+    /// A peer already sent something for the next height: start it without waiting for
+    /// transactions.
+    peers_moved_on: bool,
+    last_commit: Instant,
+    next_gossip: Instant,
+    /// The last catch-up help per peer, to send each lagging peer a block at most once a
+    /// gossip interval.
+    helped: BTreeMap<ValidatorIndex, (Height, Instant)>,
+    /// When this node last asked a peer for blocks it lacks.
+    asked_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("core", &self.core.as_ref().map(Core::describe))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// A driver at the height after the stored tip. If this validator signed messages at
+    /// that height before a restart, the core resumes from them at once; otherwise the
+    /// height starts when it is due (see [`DriverConfig`]).
+    pub fn new(
+        shared: Arc<Shared>,
+        key: Keypair,
+        transport: Box<dyn Transport>,
+        config: DriverConfig,
+    ) -> Result<Driver, DriverError> {
+        let validators = shared.chain.validator_set()?;
+        let now = Instant::now();
+        let mut driver = Driver {
+            shared,
+            key,
+            transport,
+            config,
+            core: None,
+            validators,
+            timers: BinaryHeap::new(),
+            blocks: BTreeMap::new(),
+            logged: 0,
+            next_height_at: Some(now),
+            peers_moved_on: false,
+            last_commit: now,
+            next_gossip: now + GOSSIP_INTERVAL,
+            helped: BTreeMap::new(),
+            asked_at: None,
+        };
+        let tip = driver.shared.chain.tip()?;
+        if !driver
+            .shared
+            .chain
+            .storage()
+            .signed_at(tip.height.next())?
+            .is_empty()
+        {
+            driver.start_height()?;
+        }
+        Ok(driver)
+    }
+
+    /// Runs until `stop` is set or a storage failure makes going on unsafe.
+    pub fn run(mut self, inbox: Inbox, stop: &AtomicBool) -> Result<(), DriverError> {
+        let mut inbox_open = true;
+        while !stop.load(Ordering::Relaxed) {
+            let wait = self
+                .next_deadline()
+                .saturating_duration_since(Instant::now())
+                .min(MAX_WAIT);
+            if inbox_open {
+                match inbox.recv_timeout(wait) {
+                    Ok(message) => self.on_message(message)?,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => inbox_open = false,
+                }
+            } else {
+                std::thread::sleep(wait);
+            }
+            self.on_tick(Instant::now())?;
+        }
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        [Some(self.next_gossip), timer, self.next_height_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.next_gossip)
+    }
+
+    fn on_tick(&mut self, now: Instant) -> Result<(), DriverError> {
+        while let Some(Reverse((at, timeout))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            self.input(Input::Timeout(timeout))?;
+        }
+        for tx in self.shared.take_outbound_txs(MAX_TX_GOSSIP_PER_TURN) {
+            self.transport.broadcast(NetMessage::Tx(tx));
+        }
+        if now >= self.next_gossip {
+            self.next_gossip = now + GOSSIP_INTERVAL;
+            self.gossip();
+        }
+        if self.next_height_at.is_some_and(|at| now >= at) && self.next_height_ready(now) {
+            self.start_height()?;
+        }
+        Ok(())
+    }
+
+    fn next_height_ready(&self, now: Instant) -> bool {
+        let empty_after = self.config.empty_block_interval;
+        self.peers_moved_on
+            || empty_after.is_zero()
+            || now.duration_since(self.last_commit) >= empty_after
+            || !self.shared.mempool().is_empty()
+    }
+
+    fn gossip(&mut self) {
+        let messages = self.core.as_ref().map(Core::gossip).unwrap_or_default();
+        for message in messages {
+            self.send_out(message);
+        }
+    }
+
+    /// Starts the height after the tip: the decided core moves on (keeping the messages it
+    /// buffered for the next height); otherwise a core is made from what was logged.
+    fn start_height(&mut self) -> Result<(), DriverError> {
+        let tip = self.shared.chain.tip()?;
+        let height = tip.height.next();
+        self.validators = self.shared.chain.validator_set()?;
+        self.next_height_at = None;
+        self.peers_moved_on = false;
+        self.timers.clear();
+        self.blocks.retain(|_, c| c.block().header.height == height);
+        let effects = match self.core.as_mut() {
+            Some(core) if core.decided().is_some() && core.height() == tip.height => {
+                self.logged = 0;
+                core.next_height(self.validators.clone())
+            }
+            _ => {
+                let prior = self.shared.chain.storage().signed_at(height)?;
+                self.logged = u32::try_from(prior.len()).unwrap_or(u32::MAX);
+                let config = CoreConfig {
+                    chain_id: self.shared.chain.chain_id().clone(),
+                    timeouts: self.config.timeouts,
+                    faults: Faults::default(),
+                };
+                let (core, effects) = Core::new(
+                    config,
+                    Some(self.key.clone()),
+                    self.validators.clone(),
+                    height,
+                    prior,
+                );
+                self.core = Some(core);
+                effects
+            }
+        };
+        tracing::debug!(height = height.0, "height started");
+        self.perform(effects)
+    }
+
+    fn input(&mut self, input: Input) -> Result<(), DriverError> {
+        let Some(core) = self.core.as_mut() else {
+            return Ok(());
+        };
+        let effects = core.handle(input);
+        self.perform(effects)
+    }
+
+    fn perform(&mut self, effects: Vec<Effect>) -> Result<(), DriverError> {
+        for effect in effects {
+            match effect {
+                Effect::Persist(message) => {
+                    let seq = self.logged;
+                    self.shared
+                        .chain
+                        .storage()
+                        .log_signed(message.height(), seq, &message)?;
+                    self.logged = seq.saturating_add(1);
+                }
+                Effect::Broadcast(message) => self.send_out(message),
+                Effect::ScheduleTimeout {
+                    timeout,
+                    duration_ms,
+                } => {
+                    if self.timers.len() < MAX_TIMERS {
+                        let at = Instant::now() + Duration::from_millis(duration_ms);
+                        self.timers.push(Reverse((at, timeout)));
+                    }
+                }
+                Effect::RequestValue { height, round } => {
+                    if let Some(block_id) = self.build_block(height)? {
+                        self.input(Input::Value {
+                            height,
+                            round,
+                            block_id,
+                        })?;
+                    }
+                }
+                Effect::Decide {
+                    block_id,
+                    certificate,
+                    ..
+                } => self.commit_decided(block_id, &certificate)?,
+                Effect::Equivocation { first, second } => tracing::warn!(
+                    validator = first.vote.validator_index,
+                    height = first.vote.height.0,
+                    round = first.vote.round.0,
+                    first = ?first.vote.block_id,
+                    second = ?second.vote.block_id,
+                    "validator signed two different votes"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    fn send_out(&self, message: Message) {
+        match message {
+            Message::Vote(vote) => self.transport.broadcast(NetMessage::Vote(vote)),
+            Message::Proposal(proposal) => match self.blocks.get(&proposal.proposal.block_id) {
+                Some(candidate) => self.transport.broadcast(NetMessage::Proposal {
+                    proposal,
+                    block: candidate.block().clone(),
+                }),
+                // Proposed before a restart; the block was not kept. Peers time out and
+                // move to the next round.
+                None => tracing::debug!("own proposal's block is gone; not sent"),
+            },
+        }
+    }
+
+    /// `getValue()`: a block of pending transactions on top of the tip.
+    fn build_block(&mut self, height: Height) -> Result<Option<BlockHash>, DriverError> {
+        let chain = &self.shared.chain;
+        let tip = chain.tip()?;
+        if height != tip.height.next() {
+            return Ok(None);
+        }
+        let params = &chain.genesis().consensus;
+        let max_bytes = (params.max_block_bytes as usize).saturating_sub(HEADER_ALLOWANCE_BYTES);
+        let candidates = self
+            .shared
+            .mempool()
+            .reap(params.max_block_txs as usize, max_bytes);
+        // Block time strictly increases even if this clock stepped back.
+        let time = Timestamp::from_system(SystemTime::now()).max(tip.time.saturating_add_millis(1));
+        let proposal = match chain.build_proposal(candidates, time, self.key.public()) {
+            Ok(proposal) => proposal,
+            Err(err @ ChainError::Storage(_)) => return Err(err.into()),
+            Err(err) => {
+                tracing::error!(%err, "could not build a block; the round will time out");
+                return Ok(None);
+            }
+        };
+        let id = proposal.block.id();
+        self.blocks.insert(id, Candidate::Valid(proposal));
+        Ok(Some(id))
+    }
+
+    fn commit_decided(
+        &mut self,
+        block_id: BlockHash,
+        certificate: &CommitCertificate,
+    ) -> Result<(), DriverError> {
+        let Some(Candidate::Valid(proposal)) = self.blocks.remove(&block_id) else {
+            return Err(DriverError::DecidedUnknownBlock(block_id));
+        };
+        self.shared.chain.commit(&proposal, certificate)?;
+        self.after_commit(&proposal);
+        Ok(())
+    }
+
+    fn after_commit(&mut self, proposal: &Proposal) {
+        let hashes: Vec<TxHash> = proposal
+            .executed
+            .receipts
+            .iter()
+            .map(|r| r.tx_hash)
+            .collect();
+        self.shared.after_commit(&proposal.block, &hashes);
+        let now = Instant::now();
+        self.last_commit = now;
+        self.next_height_at = Some(now + self.config.block_interval);
+        let next = proposal.block.header.height.next();
+        self.blocks.retain(|_, c| c.block().header.height == next);
+    }
+
+    fn on_message(&mut self, message: NetMessage) -> Result<(), DriverError> {
+        let tip = self.shared.chain.tip()?;
+        match message {
+            NetMessage::Vote(vote) => self.on_vote(&tip, vote),
+            NetMessage::Proposal { proposal, block } => self.on_proposal(&tip, proposal, block),
+            NetMessage::Tx(tx) => {
+                self.on_tx(tx);
+                Ok(())
+            }
+            NetMessage::Behind { validator, height } => self.help_catch_up(validator, height),
+            NetMessage::Committed { block, certificate } => {
+                self.on_committed(&tip, block, &certificate)
+            }
+        }
+    }
+
+    fn on_vote(&mut self, tip: &Tip, vote: SignedVote) -> Result<(), DriverError> {
+        let height = vote.vote.height;
+        if height <= tip.height {
+            return self.help_catch_up(vote.vote.validator_index, height);
+        }
+        self.note_height(tip, height, vote.vote.validator_index);
+        self.input(Input::Vote(vote))
+    }
+
+    fn on_proposal(
+        &mut self,
+        tip: &Tip,
+        proposal: SignedProposal,
+        block: Block,
+    ) -> Result<(), DriverError> {
+        let height = proposal.proposal.height;
+        if height <= tip.height {
+            return self.help_catch_up(proposal.proposal.proposer_index, height);
+        }
+        self.note_height(tip, height, proposal.proposal.proposer_index);
+        // A block can only be checked on top of its parent; an early one is sent again by
+        // its proposer's gossip.
+        if height != tip.height.next() || block.id() != proposal.proposal.block_id {
+            return Ok(());
+        }
+        let chain_id = self.shared.chain.chain_id();
+        if Message::Proposal(proposal.clone())
+            .verify(chain_id, &self.validators)
+            .is_err()
+        {
+            tracing::debug!(height = height.0, "proposal with a bad signature dropped");
+            return Ok(());
+        }
+        let Some(block_valid) = self.verify_block(block)? else {
+            return Ok(());
+        };
+        let timely = self.is_timely(proposal.proposal.block_id);
+        self.input(Input::Proposal {
+            proposal,
+            block_valid,
+            timely,
+        })
+    }
+
+    /// `valid(v)`: re-executes the block once per block id. `None` when no more blocks are
+    /// kept for this height.
+    fn verify_block(&mut self, block: Block) -> Result<Option<bool>, DriverError> {
+        let id = block.id();
+        if let Some(candidate) = self.blocks.get(&id) {
+            return Ok(Some(matches!(candidate, Candidate::Valid(_))));
+        }
+        if self.blocks.len() >= MAX_BLOCKS_PER_HEIGHT {
+            return Ok(None);
+        }
+        let candidate = match self.shared.chain.verify_proposal(block.clone(), None) {
+            Ok(proposal) => Candidate::Valid(proposal),
+            Err(err @ ChainError::Storage(_)) => return Err(err.into()),
+            Err(err) => {
+                tracing::warn!(%err, block_id = %id, "proposed block is invalid");
+                Candidate::Invalid(block)
+            }
+        };
+        let valid = matches!(candidate, Candidate::Valid(_));
+        self.blocks.insert(id, candidate);
+        Ok(Some(valid))
+    }
+
+    /// Proposer-based timestamps: the block time is within the configured precision of
+    /// this node's clock when the proposal arrives.
+    fn is_timely(&self, block_id: BlockHash) -> bool {
+        let Some(candidate) = self.blocks.get(&block_id) else {
+            return false;
+        };
+        let precision_ms = self.shared.chain.genesis().consensus.timestamp_precision_ms;
+        let now = Timestamp::from_system(SystemTime::now());
+        let time = candidate.block().header.time;
+        time.as_millis().abs_diff(now.as_millis()) <= precision_ms
+    }
+
+    /// Notes a peer's message for a height above the tip: start the next height without
+    /// waiting for transactions, and if the peer is further ahead, ask for the blocks.
+    fn note_height(&mut self, tip: &Tip, height: Height, peer: ValidatorIndex) {
+        if height > tip.height && self.next_height_at.is_some() {
+            self.peers_moved_on = true;
+        }
+        if height <= tip.height.next() {
+            return;
+        }
+        let Some(me) = self.own_index() else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .asked_at
+            .is_some_and(|at| now.duration_since(at) < GOSSIP_INTERVAL)
+        {
+            return;
+        }
+        self.asked_at = Some(now);
+        let ask = NetMessage::Behind {
+            validator: me,
+            height: tip.height.next(),
+        };
+        self.transport.send(peer, ask);
+    }
+
+    fn own_index(&self) -> Option<ValidatorIndex> {
+        self.validators
+            .index_of(&self.key.public())
+            .and_then(|i| ValidatorIndex::try_from(i).ok())
+    }
+
+    fn on_tx(&self, tx: SignedTransaction) {
+        if tx.verify_signature().is_err() {
+            tracing::debug!("peer sent a transaction with a bad signature");
+            return;
+        }
+        let len = tx.encode().len();
+        if let Err(err) = self.shared.admit(tx, len, TxSource::Peer) {
+            tracing::trace!(%err, "peer transaction not admitted");
+        }
+    }
+
+    /// A block this node lacks, with its certificate, from a peer that is ahead: verified,
+    /// re-executed and committed, then consensus restarts at the next height.
+    fn on_committed(
+        &mut self,
+        tip: &Tip,
+        block: Block,
+        certificate: &CommitCertificate,
+    ) -> Result<(), DriverError> {
+        if block.header.height != tip.height.next() {
+            return Ok(());
+        }
+        let proposal = match self.shared.chain.verify_proposal(block, None) {
+            Ok(proposal) => proposal,
+            Err(err @ ChainError::Storage(_)) => return Err(err.into()),
+            Err(err) => {
+                tracing::warn!(%err, "peer's committed block does not verify");
+                return Ok(());
+            }
+        };
+        match self.shared.chain.commit(&proposal, certificate) {
+            Ok(()) => {}
+            Err(err @ ChainError::Storage(_)) => return Err(err.into()),
+            Err(err) => {
+                tracing::warn!(%err, "peer's commit certificate does not verify");
+                return Ok(());
+            }
+        }
+        tracing::info!(
+            height = proposal.block.header.height.0,
+            "caught up a block from a peer"
+        );
+        self.after_commit(&proposal);
+        // Behind the others: no pause before the next height.
+        self.core = None;
+        self.next_height_at = Some(Instant::now());
+        self.peers_moved_on = true;
+        Ok(())
+    }
+
+    /// Sends a validator that is at `height` (already committed here) the committed blocks
+    /// from there on with their certificates, at most once a gossip interval.
+    fn help_catch_up(&mut self, peer: ValidatorIndex, height: Height) -> Result<(), DriverError> {
+        if usize::from(peer) >= self.validators.len() || height == Height::GENESIS {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if let Some((h, at)) = self.helped.get(&peer)
+            && *h == height
+            && now.duration_since(*at) < GOSSIP_INTERVAL
+        {
+            return Ok(());
+        }
+        self.helped.insert(peer, (height, now));
+        let storage = self.shared.chain.storage();
+        let last = storage
+            .latest_height()?
+            .0
+            .min(height.0.saturating_add(MAX_CATCH_UP_BLOCKS - 1));
+        for h in (height.0..=last).map(Height) {
+            let (Some(block), Some(certificate)) = (storage.block(h)?, storage.get::<Commits>(&h)?)
+            else {
+                break;
+            };
+            self.transport
+                .send(peer, NetMessage::Committed { block, certificate });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bidchain_consensus::proposer::proposer;
+    use bidchain_consensus::types::sign_proposal;
+    use bidchain_consensus::{Proposal as ConsensusProposal, VoteKind};
+    use bidchain_runtime::ids::Round;
+
+    use super::*;
+    use crate::chain::Chain;
+    use crate::mempool::Mempool;
+    use crate::storage::Storage;
+    use crate::testing::genesis_for;
+
+    /// Records what the driver sends.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<NetMessage>>>);
+
+    impl Transport for Capture {
+        fn broadcast(&self, message: NetMessage) {
+            self.0.lock().unwrap().push(message);
+        }
+        fn send(&self, _to: ValidatorIndex, message: NetMessage) {
+            self.0.lock().unwrap().push(message);
+        }
+    }
+
+    impl Capture {
+        fn prevotes(&self) -> Vec<Option<BlockHash>> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|m| match m {
+                    NetMessage::Vote(v) if v.vote.kind == VoteKind::Prevote => {
+                        Some(v.vote.block_id)
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    /// Two validators (seeds 1 and 2, power 1 each): neither decides alone.
+    fn driver(dir: &std::path::Path, key: &Keypair) -> (Driver, Capture) {
+        let genesis = genesis_for(&[1, 2], &[]);
+        let storage = Storage::open(dir, &genesis).unwrap();
+        let mempool = Mempool::new(Default::default(), genesis.chain_id.clone());
+        let shared = Arc::new(Shared::new(
+            Chain::new(storage, genesis),
+            mempool,
+            "t".into(),
+        ));
+        let config = DriverConfig {
+            timeouts: Timeouts {
+                propose_ms: 1,
+                prevote_ms: 1,
+                precommit_ms: 1,
+                delta_ms: 0,
+            },
+            block_interval: Duration::ZERO,
+            empty_block_interval: Duration::ZERO,
+        };
+        let capture = Capture::default();
+        let driver = Driver::new(shared, key.clone(), Box::new(capture.clone()), config).unwrap();
+        (driver, capture)
+    }
+
+    /// The round-0 proposal of height 1, signed by its proposer, its block time `skew_ms`
+    /// ahead of this clock.
+    fn proposal(driver: &Driver, proposer_key: &Keypair, index: u16, skew_ms: u64) -> NetMessage {
+        let time = Timestamp::from_system(SystemTime::now()).saturating_add_millis(skew_ms);
+        let chain = &driver.shared.chain;
+        let built = chain
+            .build_proposal(vec![], time, proposer_key.public())
+            .unwrap();
+        let proposal = ConsensusProposal {
+            height: Height(1),
+            round: Round(0),
+            block_id: built.block.id(),
+            valid_round: None,
+            proposer_index: index,
+        };
+        NetMessage::Proposal {
+            proposal: sign_proposal(proposal, chain.chain_id(), proposer_key),
+            block: built.block,
+        }
+    }
+
+    fn keys() -> (Keypair, Keypair, u16) {
+        let set = genesis_for(&[1, 2], &[]).validator_set().unwrap();
+        let p = proposer(&set, Height(1), Round(0));
+        let (k1, k2) = (
+            Keypair::from_seed_for_tests(1),
+            Keypair::from_seed_for_tests(2),
+        );
+        let index = u16::try_from(p).unwrap();
+        if set.index_of(&k1.public()) == Some(p) {
+            (k1, k2, index)
+        } else {
+            (k2, k1, index)
+        }
+    }
+
+    #[test]
+    fn a_fresh_validator_prevotes_for_a_valid_timely_proposal() {
+        let (proposer_key, own, index) = keys();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, sent) = driver(dir.path(), &own);
+        d.on_tick(Instant::now()).unwrap();
+        let message = proposal(&d, &proposer_key, index, 0);
+        let NetMessage::Proposal { proposal: p, .. } = &message else {
+            unreachable!()
+        };
+        let id = p.proposal.block_id;
+        d.on_message(message).unwrap();
+        assert_eq!(sent.prevotes(), vec![Some(id)]);
+    }
+
+    #[test]
+    fn a_block_time_beyond_the_precision_gets_a_nil_prevote() {
+        let (proposer_key, own, index) = keys();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, sent) = driver(dir.path(), &own);
+        d.on_tick(Instant::now()).unwrap();
+        let precision_ms = d.shared.chain.genesis().consensus.timestamp_precision_ms;
+        let message = proposal(&d, &proposer_key, index, precision_ms + 5_000);
+        d.on_message(message).unwrap();
+        assert_eq!(sent.prevotes(), vec![None]);
+    }
+
+    #[test]
+    fn after_a_restart_it_does_not_sign_a_conflicting_prevote() {
+        let (proposer_key, own, index) = keys();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, sent) = driver(dir.path(), &own);
+        d.on_tick(Instant::now()).unwrap();
+        // No proposal arrives: timeoutPropose fires and it prevotes nil.
+        std::thread::sleep(Duration::from_millis(5));
+        d.on_tick(Instant::now()).unwrap();
+        assert_eq!(sent.prevotes(), vec![None]);
+        drop(d);
+
+        // Restarted (same database), then the proposal arrives late.
+        let (mut d, sent) = driver(dir.path(), &own);
+        assert_eq!(sent.prevotes(), vec![None], "resent on restart");
+        let message = proposal(&d, &proposer_key, index, 0);
+        d.on_message(message).unwrap();
+        assert_eq!(sent.prevotes(), vec![None], "a second prevote was signed");
+        let logged = d.shared.chain.storage().signed_at(Height(1)).unwrap();
+        let own_prevotes = logged
+            .iter()
+            .filter(|m| matches!(m, Message::Vote(v) if v.vote.kind == VoteKind::Prevote))
+            .count();
+        assert_eq!(own_prevotes, 1);
+    }
+}
