@@ -284,15 +284,13 @@ impl Storage {
         self.write_synced(batch)
     }
 
-    /// Makes a message this validator signed durable (WAL synced) before it is sent.
-    pub fn log_signed(
-        &self,
-        height: Height,
-        seq: u32,
-        message: &Message,
-    ) -> Result<(), StorageError> {
+    /// Makes messages this validator signed durable (WAL synced) before they are sent:
+    /// each entry is (height, sequence number at that height, message).
+    pub fn log_signed(&self, entries: &[(Height, u32, &Message)]) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
-        self.put::<ConsensusLog>(&mut batch, &(height, seq), message)?;
+        for (height, seq, message) in entries {
+            self.put::<ConsensusLog>(&mut batch, &(*height, *seq), message)?;
+        }
         self.write_synced(batch)
     }
 
