@@ -1,8 +1,9 @@
 //! `bidchain demo`: a local chain run end to end, each step checked and printed for a person
 //! to follow. Exits non-zero if any step does not hold.
 //!
-//! Today it runs one validator (the provincial hub) and the native account rules; the
-//! tender flow joins as the contracts land.
+//! Today it runs a local network (four validators and an observer, each a process, over
+//! libp2p) through the native account rules, a crash and an observer's sync; the tender
+//! flow joins as the contracts land.
 
 // The demo prints its steps for a person to follow: printing is its interface.
 #![allow(clippy::print_stdout)]
@@ -17,12 +18,11 @@ use bidchain_runtime::bounded::BoundedString;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{AccountId, Height, Nonce};
 use bidchain_runtime::receipt::TxOutcome;
-use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::{NativeCall, Payload, Role, SignedTransaction, Transaction};
 
 use crate::client::{Client, Refused};
+use crate::localnet::{Localnet, LocalnetSpec};
 use crate::process::NodeProcess;
-use crate::setup;
 use crate::verify::verify_receipt;
 
 const INCLUDE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -73,96 +73,144 @@ struct Parties {
 async fn run_in(dir: &Path, bin: &Path) -> Result<()> {
     step(
         1,
-        "generate keys and a genesis: the provincial hub is the one validator",
+        "generate a local network: the provincial hub and three city centers validate, one \
+         observer in another province follows",
     );
-    let parties = Parties {
-        hub: Keypair::generate(),
-        center: Keypair::generate(),
-        bidders: (0..3).map(|_| Keypair::generate()).collect(),
+    let mut spec = LocalnetSpec::new(VALIDATORS, 1);
+    spec.base_port = 0;
+    spec.chain_id = "bidchain-demo".to_owned();
+    spec.consensus = ConsensusParams {
+        block_interval_ms: 200,
+        ..ConsensusParams::default()
     };
-    let genesis = demo_genesis(&parties.hub)?;
-    let home = dir.join("hub");
-    setup::init_home(&home, &genesis, &parties.hub, "hub", "127.0.0.1:0".parse()?)?;
+    let mut net = Localnet::create_or_load(dir, &spec)?;
+    let genesis = net.genesis.clone();
     ok(&format!(
         "chain {} genesis {}",
         genesis.chain_id,
         genesis.hash()
     ));
 
-    step(2, "start the validator node as its own process");
-    let log = dir.join("hub.log");
-    let mut node = NodeProcess::spawn(bin, &home, &log).await?;
-    let status = node.client.status().await?;
-    ensure!(
-        status.genesis_hash == genesis.hash(),
-        "node runs another genesis"
+    step(
+        2,
+        "start the four validators, each its own process, over libp2p",
     );
-    ok(&format!(
-        "node pid {} answers at {} (height {})",
-        node.pid(),
-        node.client.base(),
-        status.height
-    ));
+    let mut nodes = Vec::new();
+    for i in 0..VALIDATORS {
+        let node = net.start_node(bin, i).await?;
+        let status = node.client.status().await?;
+        ensure!(
+            status.genesis_hash == genesis.hash(),
+            "node runs another genesis"
+        );
+        ok(&format!(
+            "{} pid {} answers at {}",
+            status.node_name,
+            node.pid(),
+            node.client.base()
+        ));
+        nodes.push(node);
+    }
+    let parties = Parties {
+        hub: net.key(0)?,
+        center: Keypair::generate(),
+        bidders: (0..3).map(|_| Keypair::generate()).collect(),
+    };
 
-    let client = node.client.clone();
+    let client = nodes[1].client.clone();
     let center_tx = accounts_flow(&client, &parties, &genesis).await?;
     refusals(&client, &parties, &genesis).await?;
-    audit(&client, &genesis, &center_tx).await?;
+    audit(&nodes[2].client, &genesis, &center_tx).await?;
+    crash_and_catch_up(&mut net, bin, &mut nodes, &parties).await?;
+    observer_follows(&mut net, bin, &nodes).await?;
 
+    step(10, "stop every node (SIGTERM)");
+    for node in &mut nodes {
+        node.stop().await?;
+    }
+    ok("all nodes stopped cleanly");
+    println!("\nEvery step held.");
+    Ok(())
+}
+
+const VALIDATORS: usize = 4;
+
+/// Step 8: a validator crashes; the others go on; it restarts and catches up.
+async fn crash_and_catch_up(
+    net: &mut Localnet,
+    bin: &Path,
+    nodes: &mut [NodeProcess],
+    parties: &Parties,
+) -> Result<()> {
     step(
         8,
-        "crash the node (SIGKILL) and restart it: nothing committed may be lost",
+        "crash a city center's validator (SIGKILL): the other three go on; it restarts and \
+         catches up, nothing lost",
     );
-    let before = client.status().await?;
-    node.kill()?;
-    let mut node = NodeProcess::spawn(bin, &home, &log).await?;
-    let after = node.client.status().await?;
-    ensure!(
-        after.height >= before.height,
-        "height went back from {} to {}",
-        before.height,
-        after.height
-    );
-    let block = node.client.block(before.height).await?;
+    let crashed = VALIDATORS - 1;
+    let before = nodes[crashed].client.status().await?;
+    nodes[crashed].kill()?;
+    let hub = nodes[0].client.clone();
+    let target = Height(hub.status().await?.height.0 + 3);
+    wait_height(&hub, target).await?;
+    ok(&format!("three validators committed up to height {target}"));
+    nodes[crashed] = net.start_node(bin, crashed).await?;
+    let node = &nodes[crashed].client;
+    wait_height(node, target).await?;
+    let block = node.block(before.height).await?;
     ensure!(
         block.block_id == before.latest_block_hash,
         "block {} changed across the crash",
         before.height
     );
+    ensure!(
+        node.block(target).await?.block_id == hub.block(target).await?.block_id,
+        "the restarted validator holds another block at {target}"
+    );
     for bidder in &parties.bidders {
-        node.client
-            .account(&AccountId::of(&bidder.public()))
-            .await?;
+        node.account(&AccountId::of(&bidder.public())).await?;
     }
     ok(&format!(
-        "restarted at height {} with block {} intact",
-        after.height, block.block_id
+        "restarted, caught up to height {target} with the same blocks"
     ));
-
-    step(9, "stop the node (SIGTERM)");
-    node.stop().await?;
-    ok("node stopped cleanly");
-    println!("\nEvery step held.");
     Ok(())
 }
 
-fn demo_genesis(hub: &Keypair) -> Result<Genesis> {
-    let validator = setup::parse_validator(&format!(
-        "hub:hub:{}:/ip4/127.0.0.1/tcp/26656",
-        hub.public()
-    ))?;
-    let consensus = ConsensusParams {
-        block_interval_ms: 200,
-        ..ConsensusParams::default()
-    };
-    let now = Timestamp::from_system(std::time::SystemTime::now());
-    setup::new_genesis(
-        "bidchain-demo",
-        Timestamp(now.as_millis() - 1_000),
-        consensus,
-        vec![validator],
-        vec![],
-    )
+/// Step 9: the observer syncs the chain from genesis, verifying every block.
+async fn observer_follows(net: &mut Localnet, bin: &Path, nodes: &[NodeProcess]) -> Result<()> {
+    step(
+        9,
+        "start the observer: it syncs the whole chain from genesis, checking every commit \
+         certificate and state root, and never votes",
+    );
+    let mut observer = net.start_node(bin, VALIDATORS).await?;
+    let hub = &nodes[0].client;
+    let target = hub.status().await?.height;
+    wait_height(&observer.client, target).await?;
+    ensure!(
+        observer.client.block(target).await?.block_id == hub.block(target).await?.block_id,
+        "the observer holds another block at {target}"
+    );
+    let status = observer.client.status().await?;
+    ensure!(status.role == "observer", "role is {}", status.role);
+    ok(&format!(
+        "observer at height {} with the validators' block hashes",
+        status.height
+    ));
+    observer.stop().await
+}
+
+async fn wait_height(client: &Client, height: Height) -> Result<()> {
+    let start = std::time::Instant::now();
+    while client.status().await?.height < height {
+        ensure!(
+            start.elapsed() < INCLUDE_TIMEOUT,
+            "{} did not reach height {height} within {INCLUDE_TIMEOUT:?}",
+            client.base()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 fn create_account(

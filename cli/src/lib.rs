@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod localnet;
 pub mod process;
 pub mod setup;
 pub mod verify;

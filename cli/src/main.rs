@@ -2,6 +2,7 @@
 // A command-line tool's output is its interface: printing is what it is for.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,8 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bidchain_cli::client::Client;
+use bidchain_cli::localnet::{Localnet, LocalnetSpec};
 use bidchain_cli::{demo, setup};
 use bidchain_genesis::{ConsensusParams, Genesis};
+use bidchain_node::config::NodeConfig;
 use bidchain_node::keyfile::{read_key_file, write_key_file};
 use bidchain_runtime::bounded::BoundedString;
 use bidchain_runtime::crypto::{Keypair, PublicKey};
@@ -51,11 +54,17 @@ enum Command {
         name: String,
         #[arg(long, default_value = "127.0.0.1:26657")]
         rpc_listen: SocketAddr,
+        /// libp2p listen multiaddr.
+        #[arg(long, default_value = "/ip4/0.0.0.0/tcp/26656")]
+        p2p_listen: String,
     },
     /// Run a node from its home directory until Ctrl-C or SIGTERM.
     Node {
         #[arg(long)]
         home: PathBuf,
+        /// Follow and verify the chain without voting (a peer in another province).
+        #[arg(long)]
+        observer: bool,
     },
     /// Show a node's status.
     Status {
@@ -73,6 +82,19 @@ enum Command {
         hash: TxHash,
         #[arg(long, env = "BIDCHAIN_RPC")]
         rpc: String,
+    },
+    /// Run N validators and M observers as processes on 127.0.0.1 until Ctrl-C; the same
+    /// DIR again restarts the same network with its data.
+    Localnet {
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        #[arg(long, default_value_t = 0)]
+        observers: usize,
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node i uses p2p port BASE + 2i and RPC port BASE + 2i + 1 (0: any free ports).
+        #[arg(long, default_value_t = 26_600)]
+        base_port: u16,
     },
     /// Run a local chain end to end, checking every step; exits 0 only if all held.
     Demo {
@@ -211,10 +233,13 @@ async fn dispatch(command: Command) -> Result<()> {
             key,
             name,
             rpc_listen,
+            p2p_listen,
         } => {
             let genesis = Genesis::load(&genesis)?;
             let key = read_key_file(&key)?;
-            setup::init_home(&home, &genesis, &key, &name, rpc_listen)?;
+            let mut config = NodeConfig::new(&name, rpc_listen);
+            config.p2p_listen = p2p_listen;
+            setup::init_home(&home, &genesis, &key, &config)?;
             println!(
                 "initialised {} for chain {}",
                 home.display(),
@@ -222,7 +247,7 @@ async fn dispatch(command: Command) -> Result<()> {
             );
             Ok(())
         }
-        Command::Node { home } => run_node(&home).await,
+        Command::Node { home, observer } => run_node(&home, observer).await,
         Command::Status { rpc } => print_json(&Client::new(&rpc)?.status().await?),
         Command::Account(cmd) => account(cmd).await,
         Command::Validator(ValidatorCommand::Set {
@@ -243,6 +268,16 @@ async fn dispatch(command: Command) -> Result<()> {
         }
         Command::Tx { hash, rpc } => print_json(&Client::new(&rpc)?.tx(&hash).await?),
         Command::Demo { dir, keep } => demo::run(demo::DemoOptions { dir, keep }).await,
+        Command::Localnet {
+            validators,
+            observers,
+            dir,
+            base_port,
+        } => {
+            let mut spec = LocalnetSpec::new(validators, observers);
+            spec.base_port = base_port;
+            run_localnet(&dir, &spec).await
+        }
     }
 }
 
@@ -315,16 +350,58 @@ fn genesis(cmd: GenesisCommand) -> Result<()> {
     Ok(())
 }
 
-async fn run_node(home: &Path) -> Result<()> {
-    let config = bidchain_node::config::NodeConfig::load(home)?;
+async fn run_node(home: &Path, observer: bool) -> Result<()> {
+    let config = NodeConfig::load(home)?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
         .context("log filter in config.toml")?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    bidchain_node::node::run(home, shutdown_signal()).await?;
+    bidchain_node::node::run(home, observer, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_localnet(dir: &Path, spec: &LocalnetSpec) -> Result<()> {
+    let mut net = Localnet::create_or_load(dir, spec)?;
+    let bin = std::env::current_exe().context("locate the bidchain binary")?;
+    let started = net.start_all(&bin).await;
+    let mut nodes = match started {
+        Ok(nodes) => nodes,
+        Err(err) => {
+            net.clear_pids()?;
+            return Err(err);
+        }
+    };
+    println!("chain {} ({})", net.genesis.chain_id, net.genesis.hash());
+    for node in &net.nodes {
+        println!(
+            "{:<12} {:<9} {}  pid {}  home {}",
+            node.name,
+            format!("{:?}", node.role).to_lowercase(),
+            node.rpc_url,
+            node.pid.unwrap_or(0),
+            node.home.display()
+        );
+    }
+    println!(
+        "{} written; Ctrl-C stops the network",
+        dir.join("localnet.json").display()
+    );
+    shutdown_signal().await;
+    let mut failed = Vec::new();
+    for (node, process) in net.nodes.iter().zip(&mut nodes) {
+        if let Err(err) = process.stop().await {
+            failed.push(format!("{}: {err:#}", node.name));
+        }
+    }
+    net.clear_pids()?;
+    if !failed.is_empty() {
+        anyhow::bail!("some nodes did not stop cleanly: {}", failed.join("; "));
+    }
+    println!("all nodes stopped");
     Ok(())
 }
 

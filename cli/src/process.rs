@@ -16,6 +16,27 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a node may take to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The `bidchain` binary for tests and benchmarks: `BIDCHAIN_BIN`, or the one built in the
+/// same target profile directory as the running executable (target/<profile>/deps/<exe>).
+pub fn locate_bidchain() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("BIDCHAIN_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().context("locate the running executable")?;
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("bidchain"));
+    match bin {
+        Some(bin) if bin.exists() => Ok(bin),
+        _ => bail!(
+            "bidchain binary not found next to {}; build it (cargo build --workspace, with \
+             --release for benchmarks) or set BIDCHAIN_BIN",
+            exe.display()
+        ),
+    }
+}
+
 #[derive(Debug)]
 pub struct NodeProcess {
     child: Child,

@@ -1,6 +1,6 @@
 //! Keys, genesis files and node home directories.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -64,13 +64,7 @@ pub fn new_genesis(
 }
 
 /// Creates a node home: genesis, key file and config. Refuses to touch an existing home.
-pub fn init_home(
-    home: &Path,
-    genesis: &Genesis,
-    key: &Keypair,
-    name: &str,
-    rpc_listen: SocketAddr,
-) -> Result<()> {
+pub fn init_home(home: &Path, genesis: &Genesis, key: &Keypair, config: &NodeConfig) -> Result<()> {
     if config_path(home).exists() {
         bail!(
             "{} already holds a node (config.toml exists)",
@@ -78,9 +72,15 @@ pub fn init_home(
         );
     }
     std::fs::create_dir_all(home).with_context(|| format!("create {}", home.display()))?;
-    let config = NodeConfig::new(name, rpc_listen);
     std::fs::write(home.join(&config.genesis_file), genesis.to_json()).context("write genesis")?;
     write_key_file(&home.join(&config.key_file), key)?;
     std::fs::write(config_path(home), config.to_toml()).context("write config.toml")?;
     Ok(())
+}
+
+/// The config of a one-validator chain's node on loopback, on free ports (demo, tests).
+pub fn loopback_config(name: &str) -> NodeConfig {
+    let mut config = NodeConfig::new(name, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    config.p2p_listen = "/ip4/127.0.0.1/tcp/0".to_owned();
+    config
 }

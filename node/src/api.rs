@@ -19,7 +19,7 @@ pub struct StatusResponse {
     pub height: Height,
     pub latest_block_hash: BlockHash,
     pub latest_block_time: Timestamp,
-    pub peers: u32,
+    pub peers: u64,
     pub genesis_hash: Hash,
     pub mempool_txs: usize,
 }

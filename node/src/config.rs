@@ -10,6 +10,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use bidchain_runtime::crypto::PublicKey;
 use serde::{Deserialize, Serialize};
 
 use crate::mempool::MempoolConfig;
@@ -24,6 +25,13 @@ pub struct NodeConfig {
     pub node_name: String,
     /// Where the HTTP API listens; port 0 picks a free port (written to `data/rpc.addr`).
     pub rpc_listen: SocketAddr,
+    /// Where libp2p listens, a multiaddr: `/ip4/0.0.0.0/tcp/26656`.
+    #[serde(default = "default_p2p_listen")]
+    pub p2p_listen: String,
+    /// A non-voting observer: it follows and verifies the chain, never signs (also
+    /// `bidchain node --observer`).
+    #[serde(default)]
+    pub observer: bool,
     /// `tracing` filter, e.g. `info` or `bidchain_node=debug,info`; `RUST_LOG` overrides.
     #[serde(default = "default_log")]
     pub log: String,
@@ -38,10 +46,30 @@ pub struct NodeConfig {
     /// block time keeps moving; 0 disables empty blocks.
     #[serde(default = "default_empty_block_interval_ms")]
     pub empty_block_interval_ms: u64,
+    /// Peers dialled besides the genesis validators (whose addresses genesis gives), and
+    /// allowed to connect: a validator added after genesis, or the validators an observer
+    /// follows at other addresses.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Observer nodes (by node key) allowed to connect to this one.
+    #[serde(default)]
+    pub observers: Vec<PublicKey>,
     #[serde(default)]
     pub mempool: MempoolConfig,
 }
 
+/// A peer to dial: its node key (which is its libp2p identity) and address.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub key: PublicKey,
+    /// A multiaddr, e.g. `/ip4/10.0.0.5/tcp/26656`.
+    pub address: String,
+}
+
+fn default_p2p_listen() -> String {
+    "/ip4/0.0.0.0/tcp/26656".to_owned()
+}
 fn default_log() -> String {
     "info".to_owned()
 }
@@ -80,11 +108,15 @@ impl NodeConfig {
         NodeConfig {
             node_name: node_name.to_owned(),
             rpc_listen,
+            p2p_listen: default_p2p_listen(),
+            observer: false,
             log: default_log(),
             data_dir: default_data_dir(),
             genesis_file: default_genesis_file(),
             key_file: default_key_file(),
             empty_block_interval_ms: default_empty_block_interval_ms(),
+            peers: Vec::new(),
+            observers: Vec::new(),
             mempool: MempoolConfig::default(),
         }
     }
@@ -129,10 +161,17 @@ mod tests {
 
     #[test]
     fn config_round_trips_and_unknown_keys_are_refused() {
-        let config = NodeConfig::new("hub", "127.0.0.1:0".parse().unwrap());
+        let mut config = NodeConfig::new("hub", "127.0.0.1:0".parse().unwrap());
+        config.peers.push(PeerConfig {
+            key: PublicKey([7; 32]),
+            address: "/ip4/10.0.0.5/tcp/26656".to_owned(),
+        });
+        config.observers.push(PublicKey([9; 32]));
         let text = config.to_toml();
         let back: NodeConfig = toml::from_str(&text).unwrap();
         assert_eq!(back.node_name, "hub");
+        assert_eq!(back.peers[0].key, PublicKey([7; 32]));
+        assert_eq!(back.observers, vec![PublicKey([9; 32])]);
         let bad = format!("{text}\nrcp_listen = \"x\"\n");
         assert!(toml::from_str::<NodeConfig>(&bad).is_err());
     }

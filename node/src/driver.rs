@@ -28,7 +28,6 @@ use bidchain_runtime::validator::ValidatorSet;
 use crate::chain::{ChainError, Proposal, Tip};
 use crate::net::{Inbox, NetMessage, Transport, ValidatorIndex};
 use crate::shared::{Shared, TxSource};
-use crate::storage::Commits;
 
 /// How often a validator sends again what it holds of the current height (the paper's
 /// gossip assumption, §2), so a lost message is not lost for good.
@@ -42,14 +41,14 @@ pub const MAX_BLOCKS_PER_HEIGHT: usize = 32;
 pub const MAX_TIMERS: usize = 256;
 /// Client transactions gossiped per loop turn.
 const MAX_TX_GOSSIP_PER_TURN: usize = 1_024;
-/// Committed blocks sent to a lagging validator per request.
-pub const MAX_CATCH_UP_BLOCKS: u64 = 32;
 /// Room left in a block for its header and length prefixes.
 const HEADER_ALLOWANCE_BYTES: usize = 4 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
     pub timeouts: Timeouts,
+    /// A non-voting node: it decides from the validators' votes and never signs.
+    pub observer: bool,
     /// The pause after a commit before the next height starts.
     pub block_interval: Duration,
     /// With nothing to commit, the next height still starts after this long, for an empty
@@ -103,9 +102,6 @@ pub struct Driver {
     peers_moved_on: bool,
     last_commit: Instant,
     next_gossip: Instant,
-    /// The last catch-up help per peer, to send each lagging peer a block at most once a
-    /// gossip interval.
-    helped: BTreeMap<ValidatorIndex, (Height, Instant)>,
     /// When this node last asked a peer for blocks it lacks.
     asked_at: Option<Instant>,
 }
@@ -144,7 +140,6 @@ impl Driver {
             peers_moved_on: false,
             last_commit: now,
             next_gossip: now + GOSSIP_INTERVAL,
-            helped: BTreeMap::new(),
             asked_at: None,
         };
         let tip = driver.shared.chain.tip()?;
@@ -251,7 +246,8 @@ impl Driver {
                 };
                 let (core, effects) = Core::new(
                     config,
-                    Some(self.key.clone()),
+                    // An observer follows the votes and never signs.
+                    (!self.config.observer).then(|| self.key.clone()),
                     self.validators.clone(),
                     height,
                     prior,
@@ -412,17 +408,18 @@ impl Driver {
                 self.on_tx(tx);
                 Ok(())
             }
-            NetMessage::Behind { validator, height } => self.help_catch_up(validator, height),
             NetMessage::Committed { block, certificate } => {
                 self.on_committed(&tip, block, &certificate)
             }
         }
     }
 
+    /// A vote or proposal for a committed height is old news: a peer that sends one is
+    /// behind and fetches the blocks itself.
     fn on_vote(&mut self, tip: &Tip, vote: SignedVote) -> Result<(), DriverError> {
         let height = vote.vote.height;
         if height <= tip.height {
-            return self.help_catch_up(vote.vote.validator_index, height);
+            return Ok(());
         }
         self.note_height(tip, height, vote.vote.validator_index);
         self.input(Input::Vote(vote))
@@ -436,7 +433,7 @@ impl Driver {
     ) -> Result<(), DriverError> {
         let height = proposal.proposal.height;
         if height <= tip.height {
-            return self.help_catch_up(proposal.proposal.proposer_index, height);
+            return Ok(());
         }
         self.note_height(tip, height, proposal.proposal.proposer_index);
         // A block can only be checked on top of its parent; an early one is sent again by
@@ -507,9 +504,6 @@ impl Driver {
         if height <= tip.height.next() {
             return;
         }
-        let Some(me) = self.own_index() else {
-            return;
-        };
         let now = Instant::now();
         if self
             .asked_at
@@ -518,17 +512,7 @@ impl Driver {
             return;
         }
         self.asked_at = Some(now);
-        let ask = NetMessage::Behind {
-            validator: me,
-            height: tip.height.next(),
-        };
-        self.transport.send(peer, ask);
-    }
-
-    fn own_index(&self) -> Option<ValidatorIndex> {
-        self.validators
-            .index_of(&self.key.public())
-            .and_then(|i| ValidatorIndex::try_from(i).ok())
+        self.transport.request_blocks(peer, tip.height.next());
     }
 
     fn on_tx(&self, tx: SignedTransaction) {
@@ -580,36 +564,6 @@ impl Driver {
         self.peers_moved_on = true;
         Ok(())
     }
-
-    /// Sends a validator that is at `height` (already committed here) the committed blocks
-    /// from there on with their certificates, at most once a gossip interval.
-    fn help_catch_up(&mut self, peer: ValidatorIndex, height: Height) -> Result<(), DriverError> {
-        if usize::from(peer) >= self.validators.len() || height == Height::GENESIS {
-            return Ok(());
-        }
-        let now = Instant::now();
-        if let Some((h, at)) = self.helped.get(&peer)
-            && *h == height
-            && now.duration_since(*at) < GOSSIP_INTERVAL
-        {
-            return Ok(());
-        }
-        self.helped.insert(peer, (height, now));
-        let storage = self.shared.chain.storage();
-        let last = storage
-            .latest_height()?
-            .0
-            .min(height.0.saturating_add(MAX_CATCH_UP_BLOCKS - 1));
-        for h in (height.0..=last).map(Height) {
-            let (Some(block), Some(certificate)) = (storage.block(h)?, storage.get::<Commits>(&h)?)
-            else {
-                break;
-            };
-            self.transport
-                .send(peer, NetMessage::Committed { block, certificate });
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -635,9 +589,7 @@ mod tests {
         fn broadcast(&self, message: NetMessage) {
             self.0.lock().unwrap().push(message);
         }
-        fn send(&self, _to: ValidatorIndex, message: NetMessage) {
-            self.0.lock().unwrap().push(message);
-        }
+        fn request_blocks(&self, _from: ValidatorIndex, _height: Height) {}
     }
 
     impl Capture {
@@ -665,8 +617,10 @@ mod tests {
             Chain::new(storage, genesis),
             mempool,
             "t".into(),
+            false,
         ));
         let config = DriverConfig {
+            observer: false,
             timeouts: Timeouts {
                 propose_ms: 1,
                 prevote_ms: 1,

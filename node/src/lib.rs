@@ -1,4 +1,5 @@
-//! bidchain-node: storage (RocksDB), mempool, the consensus driver and the HTTP API,
+//! bidchain-node: storage (RocksDB), mempool, the consensus driver, the libp2p network and
+//! the HTTP API,
 //! wired together by [`node::run`].
 
 pub mod api;
@@ -9,6 +10,7 @@ pub mod keyfile;
 pub mod mempool;
 pub mod net;
 pub mod node;
+pub mod p2p;
 pub mod rpc;
 pub mod shared;
 pub mod storage;

@@ -16,7 +16,6 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::driver::{Driver, DriverConfig, DriverError};
 use crate::keyfile::{KeyFileError, read_key_file};
 use crate::mempool::Mempool;
-use crate::net::{Inbox, NoPeers, Transport};
 use crate::shared::Shared;
 use crate::storage::{Storage, StorageError};
 
@@ -33,6 +32,8 @@ pub enum NodeError {
     Storage(#[from] StorageError),
     #[error("chain: {0}")]
     Chain(#[from] ChainError),
+    #[error("p2p: {0}")]
+    P2p(#[from] crate::p2p::P2pError),
     #[error("consensus: {0}")]
     Consensus(#[from] DriverError),
     #[error("the consensus thread panicked")]
@@ -54,22 +55,16 @@ pub fn rpc_addr_path(data_dir: &Path) -> PathBuf {
     data_dir.join("rpc.addr")
 }
 
-/// Runs the node in `home`, with no peers, until `shutdown` completes.
+/// Runs the node in `home` until `shutdown` completes; then finishes the step in hand,
+/// stops serving and returns. `observer` makes it a non-voting observer whatever the
+/// config says.
 pub async fn run(
     home: &Path,
+    observer: bool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
-    run_with_network(home, None, shutdown).await
-}
-
-/// Runs the node in `home` until `shutdown` completes; then finishes the step in hand,
-/// stops serving and returns. `network` links consensus to the other validators.
-pub async fn run_with_network(
-    home: &Path,
-    network: Option<(Box<dyn Transport>, Inbox)>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), NodeError> {
-    let config = NodeConfig::load(home)?;
+    let mut config = NodeConfig::load(home)?;
+    config.observer |= observer;
     let genesis = Genesis::load(&config.resolve(home, &config.genesis_file))?;
     let key = read_key_file(&config.resolve(home, &config.key_file))?;
     let data_dir = config.resolve(home, &config.data_dir);
@@ -77,21 +72,29 @@ pub async fn run_with_network(
     let storage = Storage::open(&data_dir.join("db"), &genesis)?;
     let mempool = Mempool::new(config.mempool, genesis.chain_id.clone());
     let driver_config = DriverConfig {
+        observer: config.observer,
         timeouts: Timeouts::default(),
         block_interval: Duration::from_millis(genesis.consensus.block_interval_ms),
         empty_block_interval: Duration::from_millis(config.empty_block_interval_ms),
     };
+    let p2p_settings = crate::p2p::settings_for(&genesis, &config)?;
     let chain = Chain::new(storage, genesis);
     let tip = chain.tip()?;
     tracing::info!(
         node = %config.node_name,
         chain_id = %chain.chain_id(),
         genesis_hash = %chain.genesis().hash(),
+        observer = config.observer,
         height = tip.height.0,
         key = %key.public(),
         "node starting"
     );
-    let shared = Arc::new(Shared::new(chain, mempool, config.node_name.clone()));
+    let shared = Arc::new(Shared::new(
+        chain,
+        mempool,
+        config.node_name.clone(),
+        config.observer,
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.rpc_listen)
         .await
@@ -103,20 +106,9 @@ pub async fn run_with_network(
 
     let stop = Arc::new(AtomicBool::new(false));
     let (driver_done_tx, driver_done) = oneshot::channel();
-    let (transport, inbox) = match network {
-        Some(network) => network,
-        None => {
-            let validators = shared.chain.validator_set()?.len();
-            if validators > 1 {
-                tracing::warn!(
-                    validators,
-                    "no network: this node alone cannot reach a quorum"
-                );
-            }
-            no_peers()
-        }
-    };
-    let driver = Driver::new(shared.clone(), key, transport, driver_config)?;
+    let (transport, inbox, _p2p_address) =
+        crate::p2p::start(&key, p2p_settings, shared.clone()).await?;
+    let driver = Driver::new(shared.clone(), key, Box::new(transport), driver_config)?;
     let driver_stop = stop.clone();
     let driver_thread = std::thread::Builder::new()
         .name("consensus".into())
@@ -147,10 +139,4 @@ pub async fn run_with_network(
         Ok(Err(_)) | Err(_) => return Err(NodeError::ConsensusPanicked),
     }
     served.map_err(io("serve HTTP API"))
-}
-
-/// No transport: this node reaches no other validator (a one-validator chain).
-fn no_peers() -> (Box<dyn Transport>, Inbox) {
-    let (_sender, inbox) = std::sync::mpsc::sync_channel(1);
-    (Box::new(NoPeers), inbox)
 }

@@ -88,11 +88,16 @@ async fn status(State(shared): State<Arc<Shared>>) -> Reply {
     json(StatusResponse {
         chain_id: chain.chain_id().to_string(),
         node_name: shared.node_name.clone(),
-        role: "validator".to_owned(),
+        role: if shared.observer {
+            "observer"
+        } else {
+            "validator"
+        }
+        .to_owned(),
         height: tip.height,
         latest_block_hash: tip.block_id,
         latest_block_time: tip.time,
-        peers: 0,
+        peers: shared.metrics.peers.load(Ordering::Relaxed),
         genesis_hash: chain.genesis().hash(),
         mempool_txs: shared.mempool().len(),
     })
@@ -242,12 +247,14 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Reply {
         .map_err(ApiError::internal)?;
     let text = format!(
         "# TYPE bidchain_height gauge\nbidchain_height {}\n\
+         # TYPE bidchain_peers gauge\nbidchain_peers {}\n\
          # TYPE bidchain_mempool_txs gauge\nbidchain_mempool_txs {}\n\
          # TYPE bidchain_txs_admitted_total counter\nbidchain_txs_admitted_total {}\n\
          # TYPE bidchain_txs_refused_total counter\nbidchain_txs_refused_total {}\n\
          # TYPE bidchain_txs_committed_total counter\nbidchain_txs_committed_total {}\n\
          # TYPE bidchain_blocks_committed_total counter\nbidchain_blocks_committed_total {}\n",
         height.0,
+        m.peers.load(Ordering::Relaxed),
         shared.mempool().len(),
         m.txs_admitted.load(Ordering::Relaxed),
         m.txs_refused.load(Ordering::Relaxed),

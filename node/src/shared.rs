@@ -26,6 +26,8 @@ pub enum TxSource {
 pub struct Shared {
     pub chain: Chain,
     pub node_name: String,
+    /// A non-voting observer, not a validator.
+    pub observer: bool,
     mempool: Mutex<Mempool>,
     outbound_txs: Mutex<VecDeque<SignedTransaction>>,
     pub metrics: Metrics,
@@ -38,13 +40,16 @@ pub struct Metrics {
     pub txs_refused: AtomicU64,
     pub txs_committed: AtomicU64,
     pub blocks_committed: AtomicU64,
+    /// Peers connected now (a gauge).
+    pub peers: AtomicU64,
 }
 
 impl Shared {
-    pub fn new(chain: Chain, mempool: Mempool, node_name: String) -> Shared {
+    pub fn new(chain: Chain, mempool: Mempool, node_name: String, observer: bool) -> Shared {
         Shared {
             chain,
             node_name,
+            observer,
             mempool: Mutex::new(mempool),
             outbound_txs: Mutex::new(VecDeque::new()),
             metrics: Metrics::default(),

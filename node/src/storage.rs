@@ -245,6 +245,36 @@ impl Storage {
         Ok(Some(Block { header, txs }))
     }
 
+    /// Committed blocks with their certificates from `from` on, for a peer that lacks
+    /// them: at most `max_blocks`, and no more once `max_bytes` (encoded) are reached; the
+    /// first block is always included.
+    pub fn committed_blocks(
+        &self,
+        from: Height,
+        max_blocks: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<(Block, CommitCertificate)>, StorageError> {
+        let last = self
+            .latest_height()?
+            .0
+            .min(from.0.saturating_add(max_blocks.saturating_sub(1)));
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        for height in (from.0.max(1)..=last).map(Height) {
+            let (Some(block), Some(certificate)) =
+                (self.block(height)?, self.get::<Commits>(&height)?)
+            else {
+                break;
+            };
+            bytes = bytes.saturating_add(block.encode().len() + codec::encode(&certificate).len());
+            if bytes > max_bytes && !blocks.is_empty() {
+                break;
+            }
+            blocks.push((block, certificate));
+        }
+        Ok(blocks)
+    }
+
     /// Writes a whole block atomically and durably (WAL synced before returning).
     pub fn commit_block(&self, commit: &BlockCommit<'_>) -> Result<(), StorageError> {
         let height = commit.block.header.height;

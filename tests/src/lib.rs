@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, ensure};
 use bidchain_cli::client::Client;
-use bidchain_cli::process::NodeProcess;
+use bidchain_cli::process::{NodeProcess, locate_bidchain};
 use bidchain_cli::setup;
 use bidchain_genesis::{ConsensusParams, Genesis};
 use bidchain_runtime::block::tx_leaf;
@@ -23,24 +23,11 @@ use bidchain_runtime::merkle;
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::{NativeCall, Payload, Role, SignedTransaction, Transaction};
 
-/// The `bidchain` binary: `BIDCHAIN_BIN`, or the one built next to this test executable
-/// (`cargo build -p bidchain-cli` builds it; the README's test command does).
+/// The `bidchain` binary next to this test executable (see [`locate_bidchain`]).
 pub fn bidchain_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("BIDCHAIN_BIN") {
-        return path.into();
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test> -> target/<profile>/bidchain
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("bidchain"));
-    match bin {
-        Some(bin) if bin.exists() => bin,
-        _ => panic!(
-            "bidchain binary not found next to {}; run `cargo build -p bidchain-cli` first or set BIDCHAIN_BIN",
-            exe.display()
-        ),
+    match locate_bidchain() {
+        Ok(bin) => bin,
+        Err(err) => panic!("{err:#}"),
     }
 }
 
@@ -75,7 +62,7 @@ impl SoloNet {
             vec![account],
         )?;
         let home = dir.path().join("hub");
-        setup::init_home(&home, &genesis, &hub, "hub", "127.0.0.1:0".parse()?)?;
+        setup::init_home(&home, &genesis, &hub, &setup::loopback_config("hub"))?;
         let node = NodeProcess::spawn(&bidchain_bin(), &home, &dir.path().join("hub.log")).await?;
         Ok(SoloNet {
             dir,
