@@ -18,6 +18,7 @@ use bidchain_node::storage::Storage;
 use bidchain_node::testing::{create_account_tx, genesis_for};
 use bidchain_runtime::block::{BlockHash, CommitCertificate, CommitSig, precommit_signing_bytes};
 use bidchain_runtime::bounded::BoundedVec;
+use bidchain_runtime::contract::{CallContext, ContractEngine, ContractStorage};
 use bidchain_runtime::crypto::{Keypair, verify_batch};
 use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::{Height, Round};
@@ -159,11 +160,44 @@ fn block_commit(c: &mut Criterion) {
     group.finish();
 }
 
+/// The host's per-call overhead: a store, a pooled instance, `alloc`, an empty `call`.
+fn contract_call_empty(c: &mut Criterion) {
+    struct NoStorage;
+    impl ContractStorage for NoStorage {
+        fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+            Ok(None)
+        }
+    }
+    let engine = ContractEngine::new().unwrap();
+    let module = engine
+        .compile(
+            br#"(module (memory (export "memory") 1)
+                (func (export "alloc") (param i32) (result i32) (i32.const 0))
+                (func (export "call") (param i32 i32)))"#,
+        )
+        .unwrap();
+    let context = CallContext {
+        caller: [1; 32],
+        caller_role: 4,
+        block_height: 1,
+        block_time_ms: 1,
+        random_seed: [2; 32],
+    };
+    // NoStorage has no size: boxing it does not allocate.
+    c.bench_function("contract_call/empty", |b| {
+        b.iter(|| {
+            let (_, outcome) = engine.call(&module, context.clone(), Box::new(NoStorage), b"x");
+            black_box(outcome.unwrap());
+        });
+    });
+}
+
 criterion_group!(
     benches,
     tx_decode_verify,
     merkle_proof,
     certificate,
-    block_commit
+    block_commit,
+    contract_call_empty
 );
 criterion_main!(benches);

@@ -8,6 +8,7 @@
 pub mod block;
 pub mod bounded;
 pub mod codec;
+pub mod contract;
 pub mod crypto;
 pub mod execute;
 pub mod hash;
