@@ -537,6 +537,15 @@ impl Driver {
         if block.header.height != tip.height.next() {
             return Ok(());
         }
+        // The certificate first: it is cheap, re-execution is not.
+        let validators = self.shared.chain.validator_set()?;
+        let chain_id = self.shared.chain.chain_id();
+        if let Err(err) =
+            certificate.verify(chain_id, block.header.height, &block.id(), &validators)
+        {
+            tracing::warn!(%err, height = block.header.height.0, "peer's commit certificate does not verify");
+            return Ok(());
+        }
         let proposal = match self.shared.chain.verify_proposal(block, None) {
             Ok(proposal) => proposal,
             Err(err @ ChainError::Storage(_)) => return Err(err.into()),

@@ -45,11 +45,17 @@ use crate::shared::Shared;
 /// Commands from the driver waiting for the network task; beyond this, sends are dropped
 /// (consensus re-sends what matters).
 pub const MAX_PENDING_COMMANDS: usize = 8_192;
-/// Blocks per sync response, and their encoded size (the first block always fits).
+/// Blocks per sync response, and their encoded size (the first block always fits): small
+/// enough to arrive within the timeout over a slow provincial link.
 pub const MAX_SYNC_BLOCKS: u64 = 64;
-pub const MAX_SYNC_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
-/// Streams open at once on one connection (both protocols, both directions).
-const MAX_STREAMS_PER_CONNECTION: usize = 1_024;
+pub const MAX_SYNC_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Blocks handed to the driver and not yet committed, at most: sync waits beyond this, so
+/// it neither floods the inbox live votes share nor fetches what would be dropped.
+const SYNC_WINDOW_BLOCKS: u64 = 4 * MAX_SYNC_BLOCKS;
+/// Streams open at once on one connection, per protocol (both directions): each may hold
+/// a message of up to its protocol's bound.
+const MAX_MESSAGE_STREAMS: usize = 256;
+const MAX_SYNC_STREAMS: usize = 8;
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often peers are asked for their height (how an observer notices new blocks when it
@@ -310,7 +316,11 @@ pub async fn start(
         connected: BTreeSet::new(),
         validator_peers: Vec::new(),
         peer_heights: BTreeMap::new(),
-        sync: SyncState::default(),
+        sync: SyncState {
+            in_flight: None,
+            received: None,
+            tip: (Height::GENESIS, Instant::now()),
+        },
     };
     tokio::spawn(task.run(commands));
     Ok((
@@ -339,10 +349,10 @@ fn build_swarm(key: &Keypair, settings: &P2pSettings) -> Result<Swarm<Behaviour>
             for peer in &settings.allowed {
                 allowed.allow_peer(*peer);
             }
-            let config = |timeout| {
+            let config = |timeout, streams| {
                 request_response::Config::default()
                     .with_request_timeout(timeout)
-                    .with_max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+                    .with_max_concurrent_streams(streams)
             };
             Behaviour {
                 allowed,
@@ -352,11 +362,11 @@ fn build_swarm(key: &Keypair, settings: &P2pSettings) -> Result<Swarm<Behaviour>
                 )),
                 messages: request_response::Behaviour::new(
                     [(MESSAGE_PROTOCOL, ProtocolSupport::Full)],
-                    config(MESSAGE_TIMEOUT),
+                    config(MESSAGE_TIMEOUT, MAX_MESSAGE_STREAMS),
                 ),
                 sync: request_response::Behaviour::new(
                     [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-                    config(SYNC_TIMEOUT),
+                    config(SYNC_TIMEOUT, MAX_SYNC_STREAMS),
                 ),
             }
         })
@@ -388,13 +398,23 @@ async fn wait_listening(
     }
 }
 
-/// Block sync in flight: one request at a time, pipelined (the next is asked as soon as a
-/// batch arrives, while the driver commits the last).
-#[derive(Debug, Default)]
+/// Block sync: one request at a time, pipelined (the next is asked as soon as a batch
+/// arrives, while the driver commits the last), within a window ahead of the tip.
+#[derive(Debug)]
 struct SyncState {
-    in_flight: Option<(OutboundRequestId, Instant)>,
-    /// The last height received and handed to the driver, and when.
-    received: Option<(Height, Instant)>,
+    in_flight: Option<InFlight>,
+    /// The last height handed to the driver.
+    received: Option<Height>,
+    /// The committed tip when last looked at, and since when it has not moved.
+    tip: (Height, Instant),
+}
+
+/// A blocks request: only its own response, from its peer, is used.
+#[derive(Debug)]
+struct InFlight {
+    id: OutboundRequestId,
+    peer: PeerId,
+    from: Height,
 }
 
 struct NetworkTask {
@@ -515,27 +535,31 @@ impl NetworkTask {
         }
     }
 
-    /// Asks `peer` for blocks, continuing after those already received unless they seem
-    /// lost (not committed in time, or refused by the driver).
+    /// Asks `peer` for blocks, continuing after those already received, unless those
+    /// seem lost (the tip has not moved for a while: refused by the driver, or dropped).
     fn fetch_blocks(&mut self, peer: PeerId) {
-        let now = Instant::now();
-        if self
-            .sync
-            .in_flight
-            .is_some_and(|(_, at)| now.duration_since(at) < SYNC_TIMEOUT)
-        {
+        if self.sync.in_flight.is_some() || !self.connected.contains(&peer) {
             return;
         }
         let Some(tip) = self.local_height() else {
             return;
         };
+        let now = Instant::now();
+        if tip != self.sync.tip.0 {
+            self.sync.tip = (tip, now);
+        }
         let from = match self.sync.received {
-            Some((received, at)) if received > tip && now.duration_since(at) < SYNC_STALL => {
+            Some(received)
+                if received > tip && now.duration_since(self.sync.tip.1) < SYNC_STALL =>
+            {
                 received.next()
             }
-            _ => tip.next(),
+            _ => {
+                self.sync.received = None;
+                tip.next()
+            }
         };
-        if !self.connected.contains(&peer) {
+        if from.0 > tip.0.saturating_add(SYNC_WINDOW_BLOCKS) {
             return;
         }
         let request = SyncRequest::Blocks {
@@ -547,7 +571,7 @@ impl NetworkTask {
             .behaviour_mut()
             .sync
             .send_request(&peer, Decoded::Value(request));
-        self.sync.in_flight = Some((id, now));
+        self.sync.in_flight = Some(InFlight { id, peer, from });
         tracing::debug!(%peer, from = from.0, "requested blocks");
     }
 
@@ -642,11 +666,31 @@ impl NetworkTask {
     /// Hands a peer's message to the driver. Committed blocks only come from sync
     /// responses, which this node asked for.
     fn deliver(&mut self, peer: PeerId, message: NetMessage) {
-        if matches!(message, NetMessage::Committed { .. }) {
-            tracing::debug!(%peer, "unasked committed block ignored");
-            return;
+        let wanted = match &message {
+            NetMessage::Committed { .. } => false,
+            NetMessage::Tx(_) => true,
+            // Consensus messages come straight from their signer, a validator. A proposal
+            // (with its block) is only of use for the next height.
+            NetMessage::Vote(_) => self.is_validator(peer),
+            NetMessage::Proposal { proposal, .. } => {
+                self.is_validator(peer)
+                    && self
+                        .local_height()
+                        .is_some_and(|tip| proposal.proposal.height == tip.next())
+            }
+        };
+        if wanted {
+            self.to_driver(message);
+        } else {
+            tracing::debug!(%peer, "message not for this node's next height, or not from a validator; dropped");
         }
-        self.to_driver(message);
+    }
+
+    fn is_validator(&mut self, peer: PeerId) -> bool {
+        if self.validator_peers.is_empty() {
+            self.refresh_validator_peers();
+        }
+        self.validator_peers.contains(&Some(peer))
     }
 
     fn to_driver(&self, message: NetMessage) -> bool {
@@ -694,24 +738,20 @@ impl NetworkTask {
                         response,
                     },
                 ..
-            } => {
-                if self.sync.in_flight.is_some_and(|(id, _)| id == request_id) {
-                    self.sync.in_flight = None;
+            } => match response {
+                Decoded::Value(response) => self.on_sync_response(peer, request_id, response),
+                Decoded::Malformed(reason) => {
+                    self.clear_in_flight(request_id);
+                    self.malformed(peer, &reason);
                 }
-                match response {
-                    Decoded::Value(response) => self.on_sync_response(peer, response),
-                    Decoded::Malformed(reason) => self.malformed(peer, &reason),
-                }
-            }
+            },
             Event::OutboundFailure {
                 peer,
                 request_id,
                 error,
                 ..
             } => {
-                if self.sync.in_flight.is_some_and(|(id, _)| id == request_id) {
-                    self.sync.in_flight = None;
-                }
+                self.clear_in_flight(request_id);
                 tracing::debug!(%peer, %error, "sync request failed");
             }
             Event::InboundFailure { peer, error, .. } => {
@@ -740,7 +780,14 @@ impl NetworkTask {
         }
     }
 
-    fn on_sync_response(&mut self, peer: PeerId, response: SyncResponse) {
+    fn clear_in_flight(&mut self, id: OutboundRequestId) -> Option<InFlight> {
+        match &self.sync.in_flight {
+            Some(in_flight) if in_flight.id == id => self.sync.in_flight.take(),
+            _ => None,
+        }
+    }
+
+    fn on_sync_response(&mut self, peer: PeerId, id: OutboundRequestId, response: SyncResponse) {
         match response {
             SyncResponse::Status { height } => {
                 self.peer_heights.insert(peer, height);
@@ -748,26 +795,35 @@ impl NetworkTask {
                     self.fetch_blocks(peer);
                 }
             }
-            SyncResponse::Blocks(blocks) => self.on_blocks(peer, blocks),
+            SyncResponse::Blocks(blocks) => match self.clear_in_flight(id) {
+                Some(asked) if asked.peer == peer => self.on_blocks(peer, asked.from, blocks),
+                _ => tracing::debug!(%peer, "unasked or late blocks ignored"),
+            },
         }
     }
 
     /// Hands fetched blocks to the driver (which verifies each certificate against the set
     /// in force, re-executes and checks the state root) and asks for more if the peer has
-    /// them.
-    fn on_blocks(&mut self, peer: PeerId, blocks: Vec<(Block, CommitCertificate)>) {
+    /// them. Only the run of heights asked for is used.
+    fn on_blocks(&mut self, peer: PeerId, from: Height, blocks: Vec<(Block, CommitCertificate)>) {
         let mut last = None;
+        let mut expected = from;
         for (block, certificate) in blocks {
             let height = block.header.height;
+            if height != expected {
+                tracing::warn!(%peer, height = height.0, expected = expected.0, "sync response out of order; rest ignored");
+                break;
+            }
             if !self.to_driver(NetMessage::Committed { block, certificate }) {
                 break;
             }
             last = Some(height);
+            expected = height.next();
         }
         let Some(last) = last else {
             return;
         };
-        self.sync.received = Some((last, Instant::now()));
+        self.sync.received = Some(last);
         tracing::debug!(%peer, up_to = last.0, "received blocks");
         if self.peer_heights.get(&peer).is_some_and(|h| *h > last) {
             self.fetch_blocks(peer);

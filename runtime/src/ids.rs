@@ -32,7 +32,7 @@ impl Height {
     pub const GENESIS: Height = Height(0);
 
     pub fn next(self) -> Height {
-        Height(self.0 + 1)
+        Height(self.0.saturating_add(1))
     }
 
     /// The height before this one, or `None` at genesis.
