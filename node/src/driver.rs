@@ -20,13 +20,14 @@ use bidchain_consensus::{
 };
 use bidchain_runtime::block::{Block, BlockHash, CommitCertificate};
 use bidchain_runtime::crypto::Keypair;
+use bidchain_runtime::execute::verify_signatures;
 use bidchain_runtime::ids::Height;
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::{SignedTransaction, TxHash};
 use bidchain_runtime::validator::ValidatorSet;
 
 use crate::chain::{ChainError, Proposal, Tip};
-use crate::net::{Inbox, NetMessage, Transport, ValidatorIndex};
+use crate::net::{Inbox, MAX_TX_BATCH_BYTES, NetMessage, Transport, ValidatorIndex};
 use crate::shared::{Shared, TxSource};
 
 /// How often a validator sends again what it holds of the current height (the paper's
@@ -194,9 +195,7 @@ impl Driver {
             self.timers.pop();
             self.input(Input::Timeout(timeout))?;
         }
-        for tx in self.shared.take_outbound_txs(MAX_TX_GOSSIP_PER_TURN) {
-            self.transport.broadcast(NetMessage::Tx(tx));
-        }
+        self.gossip_txs();
         if now >= self.next_gossip {
             self.next_gossip = now + GOSSIP_INTERVAL;
             self.gossip();
@@ -404,8 +403,8 @@ impl Driver {
         match message {
             NetMessage::Vote(vote) => self.on_vote(&tip, vote),
             NetMessage::Proposal { proposal, block } => self.on_proposal(&tip, proposal, block),
-            NetMessage::Tx(tx) => {
-                self.on_tx(tx);
+            NetMessage::Txs(txs) => {
+                self.on_txs(txs);
                 Ok(())
             }
             NetMessage::Committed { block, certificate } => {
@@ -515,14 +514,38 @@ impl Driver {
         self.transport.request_blocks(peer, tip.height.next());
     }
 
-    fn on_tx(&self, tx: SignedTransaction) {
-        if tx.verify_signature().is_err() {
-            tracing::debug!("peer sent a transaction with a bad signature");
-            return;
+    /// Sends what clients submitted here to the other validators, in batches.
+    fn gossip_txs(&self) {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for tx in self.shared.take_outbound_txs(MAX_TX_GOSSIP_PER_TURN) {
+            let len = tx.encode().len();
+            if bytes + len > MAX_TX_BATCH_BYTES && !batch.is_empty() {
+                self.transport
+                    .broadcast(NetMessage::Txs(std::mem::take(&mut batch)));
+                bytes = 0;
+            }
+            bytes += len;
+            batch.push(tx);
         }
-        let len = tx.encode().len();
-        if let Err(err) = self.shared.admit(tx, len, TxSource::Peer) {
-            tracing::trace!(%err, "peer transaction not admitted");
+        if !batch.is_empty() {
+            self.transport.broadcast(NetMessage::Txs(batch));
+        }
+    }
+
+    /// A peer's batch: one batch signature check when all are good (the usual case), one
+    /// by one otherwise.
+    fn on_txs(&self, txs: Vec<SignedTransaction>) {
+        let all_good = verify_signatures(&txs).is_ok();
+        for tx in txs {
+            if !all_good && tx.verify_signature().is_err() {
+                tracing::debug!("peer sent a transaction with a bad signature");
+                continue;
+            }
+            let len = tx.encode().len();
+            if let Err(err) = self.shared.admit(tx, len, TxSource::Peer) {
+                tracing::trace!(%err, "peer transaction not admitted");
+            }
         }
     }
 

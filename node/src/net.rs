@@ -16,6 +16,9 @@ pub const INBOX_CAPACITY: usize = 4_096;
 /// The largest message on the wire: a block with its proposal or certificate.
 pub const MAX_NET_MESSAGE_BYTES: usize = MAX_BLOCK_BYTES + 64 * 1024;
 
+/// The encoded size at which a batch of gossiped transactions is sent.
+pub const MAX_TX_BATCH_BYTES: usize = 1024 * 1024;
+
 /// A validator's position in the validator set, as consensus messages name it.
 pub type ValidatorIndex = u16;
 
@@ -27,7 +30,9 @@ pub enum NetMessage {
         block: Block,
     },
     Vote(SignedVote),
-    Tx(SignedTransaction),
+    /// Transactions this validator's clients submitted, batched: one stream and one batch
+    /// signature check for many (at most [`MAX_TX_BATCH_BYTES`] encoded).
+    Txs(Vec<SignedTransaction>),
     /// A committed block and its certificate, fetched by block sync for a node that is
     /// behind (never accepted unasked from a peer).
     Committed {

@@ -668,7 +668,7 @@ impl NetworkTask {
     fn deliver(&mut self, peer: PeerId, message: NetMessage) {
         let wanted = match &message {
             NetMessage::Committed { .. } => false,
-            NetMessage::Tx(_) => true,
+            NetMessage::Txs(_) => true,
             // Consensus messages come straight from their signer, a validator. A proposal
             // (with its block) is only of use for the next height.
             NetMessage::Vote(_) => self.is_validator(peer),
