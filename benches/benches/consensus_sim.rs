@@ -53,19 +53,6 @@ fn run(n: usize) -> serde_json::Value {
 
 fn main() {
     let results: Vec<_> = [4, 16].into_iter().map(run).collect();
-    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| {
-        let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-        format!("{dir}/bench-results/consensus_sim.json")
-    });
-    let doc = serde_json::json!({
-        "bench": "consensus_sim",
-        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
-        "machine": bidchain_benches::machine(),
-        "results": results,
-    });
-    if let Some(parent) = std::path::Path::new(&out).parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
-    std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    let out = bidchain_benches::write_result("consensus_sim", serde_json::json!(results)).unwrap();
     println!("wrote {out}");
 }

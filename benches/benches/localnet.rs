@@ -29,7 +29,7 @@ use bidchain_cli::process::{NodeProcess, locate_bidchain};
 use bidchain_genesis::ConsensusParams;
 use bidchain_node::api::TxStatus;
 use bidchain_runtime::crypto::Keypair;
-use bidchain_runtime::ids::{AccountId, Nonce};
+use bidchain_runtime::ids::{AccountId, Height, Nonce};
 use bidchain_runtime::tx::{Role, SignedTransaction};
 
 const VALIDATORS: usize = 4;
@@ -192,9 +192,11 @@ async fn observer_catch_up(
     let txs = metric(&metrics, "bidchain_txs_committed_total");
     let start = Instant::now();
     let observer = net.start_node(&bin, VALIDATORS).await.unwrap();
-    while height(&observer.client).await < target {
-        tokio::time::sleep(POLL_EVERY).await;
-    }
+    observer
+        .client
+        .wait_height(Height(target), Duration::from_secs(600))
+        .await
+        .unwrap();
     let seconds = start.elapsed().as_secs_f64();
     let (blocks_per_s, txs_per_s) = (target as f64 / seconds, txs as f64 / seconds);
     println!(
@@ -240,9 +242,10 @@ async fn run() -> serde_json::Value {
     for i in 0..VALIDATORS {
         nodes.push(net.start_node(&bin, i).await.unwrap());
     }
-    while height(&nodes[VALIDATORS - 1].client).await < 2 {
-        tokio::time::sleep(POLL_EVERY).await;
-    }
+    let last = &nodes[VALIDATORS - 1].client;
+    last.wait_height(Height(2), Duration::from_secs(60))
+        .await
+        .unwrap();
     let mut senders: Vec<Sender> = (0..VALIDATORS)
         .map(|i| Sender {
             key: net.key(i).unwrap(),
@@ -270,18 +273,6 @@ fn main() {
         .build()
         .unwrap();
     let result = runtime.block_on(run());
-    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| {
-        let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-        format!("{dir}/bench-results/localnet.json")
-    });
-    let doc = serde_json::json!({
-        "benchmark": "localnet",
-        "machine": bidchain_benches::machine(),
-        "result": result,
-    });
-    if let Some(parent) = std::path::Path::new(&out).parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
-    std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    let out = bidchain_benches::write_result("localnet", result).unwrap();
     println!("wrote {out}");
 }

@@ -13,18 +13,24 @@
 
 use std::hint::black_box;
 
-use bidchain_node::chain::Chain;
-use bidchain_node::storage::Storage;
-use bidchain_node::testing::{create_account_tx, genesis_for};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bidchain_cli::trading::{self, contract_names as names};
+use bidchain_genesis::contracts::bundled_code;
+use bidchain_node::testing::{TEST_GENESIS_MS, TestChain, create_account_tx, genesis_for};
 use bidchain_runtime::block::{BlockHash, CommitCertificate, CommitSig, precommit_signing_bytes};
 use bidchain_runtime::bounded::BoundedVec;
 use bidchain_runtime::contract::{CallContext, ContractEngine, ContractStorage};
 use bidchain_runtime::crypto::{Keypair, verify_batch};
 use bidchain_runtime::hash::Hash;
-use bidchain_runtime::ids::{Height, Round};
+use bidchain_runtime::ids::{Height, Nonce, Round};
 use bidchain_runtime::merkle;
+use bidchain_runtime::state::contract_key;
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::{Role, SignedTransaction};
+use bidchain_trading::tender::{self, Tender, TenderCall, TenderParams, TenderStatus};
+use bidchain_trading::{AccountKey, Encode, Label, TenderId};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 fn txs(n: u64) -> Vec<SignedTransaction> {
@@ -121,37 +127,13 @@ fn block_commit(c: &mut Criterion) {
     group.bench_function("build_and_commit_1000_txs", |b| {
         b.iter_batched(
             || {
-                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-                let genesis = genesis_for(&[1], &[]);
-                let storage = Storage::open(dir.path(), &genesis).unwrap_or_else(|e| panic!("{e}"));
-                (dir, Chain::new(storage, genesis), txs(1000))
+                let dir = tempfile::tempdir().unwrap();
+                let hub = Keypair::from_seed_for_tests(1);
+                let chain = TestChain::open(dir.path(), genesis_for(&[1], &[]), hub).unwrap();
+                (dir, chain, txs(1000))
             },
             |(dir, chain, txs)| {
-                let time = Timestamp(bidchain_node::testing::TEST_GENESIS_MS + 1);
-                let key = Keypair::from_seed_for_tests(1);
-                let proposal = chain
-                    .build_proposal(txs, time, key.public())
-                    .unwrap_or_else(|e| panic!("{e}"));
-                let header = &proposal.block.header;
-                let msg = precommit_signing_bytes(
-                    &header.chain_id,
-                    header.height,
-                    Round(0),
-                    &header.id(),
-                );
-                let cert = CommitCertificate {
-                    height: header.height,
-                    round: Round(0),
-                    block_id: header.id(),
-                    signatures: BoundedVec::new(vec![CommitSig {
-                        validator_index: 0,
-                        signature: key.sign(&msg),
-                    }])
-                    .unwrap_or_else(|e| panic!("{e}")),
-                };
-                chain
-                    .commit(&proposal, &cert)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                chain.commit(txs, Timestamp(TEST_GENESIS_MS + 1)).unwrap();
                 drop(dir);
             },
             BatchSize::PerIteration,
@@ -160,36 +142,229 @@ fn block_commit(c: &mut Criterion) {
     group.finish();
 }
 
+/// No contract storage at all.
+struct NoStorage;
+
+impl ContractStorage for NoStorage {
+    fn get(&self, _contract: &str, _key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(None)
+    }
+
+    fn seed_at(&self, _height: u64) -> Result<Option<[u8; 32]>, String> {
+        Ok(None)
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+/// Committed contract storage: a fixed map of state keys.
+struct MapStorage(Arc<BTreeMap<Vec<u8>, Vec<u8>>>);
+
+impl ContractStorage for MapStorage {
+    fn get(&self, contract: &str, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.get(&contract_key(contract, key)).cloned())
+    }
+
+    fn seed_at(&self, _height: u64) -> Result<Option<[u8; 32]>, String> {
+        Ok(None)
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+fn context(contract: &str, caller: [u8; 32], role: i32) -> CallContext {
+    CallContext {
+        contract: contract.to_owned(),
+        caller,
+        caller_role: role,
+        block_height: 1,
+        block_time_ms: TEST_GENESIS_MS + 1,
+        random_seed: [2; 32],
+    }
+}
+
 /// The host's per-call overhead: a store, a pooled instance, `alloc`, an empty `call`.
 fn contract_call_empty(c: &mut Criterion) {
-    struct NoStorage;
-    impl ContractStorage for NoStorage {
-        fn get(&self, _key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-            Ok(None)
-        }
-    }
     let engine = ContractEngine::new().unwrap();
-    let module = engine
-        .compile(
-            br#"(module (memory (export "memory") 1)
-                (func (export "alloc") (param i32) (result i32) (i32.const 0))
-                (func (export "call") (param i32 i32)))"#,
-        )
-        .unwrap();
-    let context = CallContext {
-        caller: [1; 32],
-        caller_role: 4,
-        block_height: 1,
-        block_time_ms: 1,
-        random_seed: [2; 32],
-    };
+    let code = wat::parse_str(
+        r#"(module (memory (export "memory") 1)
+            (func (export "alloc") (param i32) (result i32) (i32.const 0))
+            (func (export "call") (param i32 i32)))"#,
+    )
+    .unwrap();
+    let module = engine.compile(&code).unwrap();
+    let context = context("empty", [1; 32], 4);
     // NoStorage has no size: boxing it does not allocate.
     c.bench_function("contract_call/empty", |b| {
         b.iter(|| {
-            let (_, outcome) = engine.call(&module, context.clone(), Box::new(NoStorage), b"x");
-            black_box(outcome.unwrap());
+            let called = engine.call(&module, context.clone(), Box::new(NoStorage), b"x");
+            black_box(called.result.unwrap());
         });
     });
+}
+
+fn tender_params(id: &TenderId) -> TenderParams {
+    let label = |t: &str| Label::new(t).unwrap();
+    TenderParams {
+        id: id.clone(),
+        document_hash: trading::sha256(b"doc"),
+        category: label("construction"),
+        region: label("nanjing"),
+        tenderer_unit: trading::unit_id("tenderer"),
+        deadline_ms: TEST_GENESIS_MS + 3_600_000,
+        opening_ms: TEST_GENESIS_MS + 3_600_000,
+        decryption_window_ms: 60_000,
+        min_bidders: 3,
+        expert_count: 5,
+        alternates: 2,
+        expert_categories: vec![label("construction")],
+        remote: false,
+    }
+}
+
+fn bid_call(key: &Keypair, id: &TenderId, i: u64) -> TenderCall {
+    let content = format!("bid {i}").into_bytes();
+    let bid = trading::sealed_bid(
+        key,
+        id,
+        &trading::sha256(&content),
+        trading::sha256(&content),
+        trading::fingerprints(
+            &format!("m{i}"),
+            &format!("c{i}"),
+            &format!("d{i}"),
+            &format!("h{i}"),
+        ),
+    );
+    TenderCall::Submit {
+        tender: id.clone(),
+        bid,
+    }
+}
+
+/// One bid submission through the `tender` contract alone (the host and the wasm rules,
+/// no signature, no state root), into a tender that already holds 100 bids.
+fn contract_call_bid_submit(c: &mut Criterion) {
+    let engine = ContractEngine::new().unwrap();
+    let module = engine
+        .compile(bundled_code(names::TENDER).unwrap())
+        .unwrap();
+    let id = TenderId::new("BENCH-1").unwrap();
+    let mut tender = Tender {
+        params: tender_params(&id),
+        center: AccountKey([9; 32]),
+        status: TenderStatus::Open,
+        created_ms: TEST_GENESIS_MS,
+        opened_ms: None,
+        bidders: Vec::new(),
+        winner: None,
+        failure: None,
+    };
+    tender.bidders = (0..100u8).map(|i| AccountKey([i; 32])).collect();
+    let bidder = AccountKey([200; 32]);
+    let state = Arc::new(BTreeMap::from([
+        (
+            contract_key(names::TENDER, &tender::keys::tender(&id)),
+            tender.encode(),
+        ),
+        (
+            contract_key(names::TENDER, &tender::keys::bidder_unit(&bidder)),
+            trading::unit_id("bench unit").encode(),
+        ),
+    ]));
+    let key = Keypair::from_seed_for_tests(500);
+    let input = bid_call(&key, &id, 1).encode();
+    let context = context(names::TENDER, bidder.0, bidchain_trading::roles::BIDDER);
+    c.bench_function("contract_call/bid_submit", |b| {
+        b.iter(|| {
+            let storage = Box::new(MapStorage(state.clone()));
+            let called = engine.call(&module, context.clone(), storage, &input);
+            black_box(called.result.unwrap());
+        });
+    });
+}
+
+/// A block of 1,000 signed bid submissions (4 tenders × 250 bidders) executed in full:
+/// signatures, envelopes, the contract calls and the state root; not committed.
+fn block_of_bids(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Keypair::from_seed_for_tests(1);
+    let chain = TestChain::open(dir.path(), genesis_for(&[1], &[]), hub.clone()).unwrap();
+    let center = Keypair::from_seed_for_tests(2);
+    let bidders: Vec<Keypair> = (0..250)
+        .map(|i| Keypair::from_seed_for_tests(1_000 + i))
+        .collect();
+    let ids: Vec<TenderId> = (0..4)
+        .map(|i| TenderId::new(&format!("BENCH-{i}")).unwrap())
+        .collect();
+    let chain_id = bidchain_node::testing::chain_id();
+    let mut setup = vec![create_account_tx(&hub, 0, &center, Role::Center)];
+    setup.extend(
+        bidders
+            .iter()
+            .enumerate()
+            .map(|(i, b)| create_account_tx(&hub, 1 + i as u64, b, Role::Bidder)),
+    );
+    chain.commit(setup, Timestamp(TEST_GENESIS_MS + 1)).unwrap();
+    let units = bidders
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let call = TenderCall::RegisterBidder {
+                bidder: trading::account_key(&b.public()),
+                unit: trading::unit_id(&format!("unit-{i}")),
+            };
+            trading::call_tx(&chain_id, &center, Nonce(i as u64), names::TENDER, &call).unwrap()
+        })
+        .collect();
+    chain.commit(units, Timestamp(TEST_GENESIS_MS + 2)).unwrap();
+    let creates = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            trading::call_tx(
+                &chain_id,
+                &center,
+                Nonce(250 + i as u64),
+                names::TENDER,
+                &TenderCall::Create(tender_params(id)),
+            )
+            .unwrap()
+        })
+        .collect();
+    chain
+        .commit(creates, Timestamp(TEST_GENESIS_MS + 3))
+        .unwrap();
+    let mut bids = Vec::new();
+    for (t, id) in ids.iter().enumerate() {
+        for (i, key) in bidders.iter().enumerate() {
+            let call = bid_call(key, id, (t * 1000 + i) as u64);
+            bids.push(
+                trading::call_tx(&chain_id, key, Nonce(t as u64), names::TENDER, &call).unwrap(),
+            );
+        }
+    }
+    // Each bidder bids on the four tenders in nonce order.
+    bids.sort_by_key(|tx| tx.tx.nonce);
+    let mut group = c.benchmark_group("block");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(bids.len() as u64));
+    group.bench_function("execute_1000_bid_submissions", |b| {
+        b.iter(|| {
+            let proposal = chain
+                .chain
+                .build_proposal(bids.clone(), Timestamp(TEST_GENESIS_MS + 4), hub.public())
+                .unwrap();
+            assert_eq!(proposal.block.txs.len(), 1000);
+            assert!(proposal.executed.receipts.iter().all(|r| r.outcome.is_ok()));
+            black_box(proposal);
+        });
+    });
+    group.finish();
 }
 
 criterion_group!(
@@ -198,6 +373,8 @@ criterion_group!(
     merkle_proof,
     certificate,
     block_commit,
-    contract_call_empty
+    contract_call_empty,
+    contract_call_bid_submit,
+    block_of_bids
 );
 criterion_main!(benches);

@@ -24,3 +24,23 @@ pub fn machine() -> serde_json::Value {
         "arch": std::env::consts::ARCH,
     })
 }
+
+/// Writes a benchmark's JSON to `$BENCH_OUT`, or `$CARGO_TARGET_DIR/bench-results/NAME.json`,
+/// with the machine and build profile it ran on; returns the path written.
+pub fn write_result(name: &str, result: serde_json::Value) -> std::io::Result<String> {
+    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| {
+        let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        format!("{dir}/bench-results/{name}.json")
+    });
+    let doc = serde_json::json!({
+        "benchmark": name,
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "machine": machine(),
+        "result": result,
+    });
+    if let Some(parent) = std::path::Path::new(&out).parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&doc)?)?;
+    Ok(out)
+}

@@ -4,8 +4,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use bidchain_node::api::*;
-use bidchain_runtime::ids::{AccountId, Height};
-use bidchain_runtime::tx::{SignedTransaction, TxHash};
+use bidchain_runtime::crypto::Keypair;
+use bidchain_runtime::ids::{AccountId, ChainId, Height};
+use bidchain_runtime::tx::{Payload, SignedTransaction, Transaction, TxHash};
 use serde::de::DeserializeOwned;
 
 /// Longest a single request may take.
@@ -109,6 +110,41 @@ impl Client {
         self.get(&format!("/accounts/{id}")).await
     }
 
+    /// `contract`'s storage entry at `key`, decoded with the trading types.
+    pub async fn contract_state<T: bidchain_trading::Decode>(
+        &self,
+        contract: &str,
+        key: &[u8],
+    ) -> Result<Option<T>> {
+        let path = format!("/contracts/{contract}/state/{}", hex::encode(key));
+        let answer: ContractStateResponse = self.get(&path).await?;
+        let Some(value) = answer.value else {
+            return Ok(None);
+        };
+        let bytes = hex::decode(&value).context("contract state is not hex")?;
+        let value = T::decode(&bytes)
+            .map_err(|e| anyhow!("contract {contract} entry does not decode: {e}"))?;
+        Ok(Some(value))
+    }
+
+    /// Signs `payload` with `key` at the account's next nonce (pending transactions
+    /// counted) and submits it.
+    pub async fn sign_and_submit(&self, key: &Keypair, payload: Payload) -> Result<SubmitResponse> {
+        let status = self.status().await?;
+        let nonce = self
+            .account(&AccountId::of(&key.public()))
+            .await?
+            .next_nonce;
+        let tx = Transaction {
+            chain_id: ChainId::new(&status.chain_id)?,
+            sender: key.public(),
+            nonce,
+            payload,
+        }
+        .sign(key);
+        self.submit(&tx).await
+    }
+
     /// Polls until the transaction is in a block (committed or rejected by the rules).
     pub async fn wait_included(&self, hash: &TxHash, timeout: Duration) -> Result<TxResponse> {
         let start = Instant::now();
@@ -121,6 +157,25 @@ impl Client {
             }
             if start.elapsed() >= timeout {
                 bail!("transaction {hash} still not in a block after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls `/status` until the node's height reaches `height`.
+    pub async fn wait_height(&self, height: Height, timeout: Duration) -> Result<StatusResponse> {
+        let start = Instant::now();
+        loop {
+            let status = self.status().await?;
+            if status.height >= height {
+                return Ok(status);
+            }
+            if start.elapsed() >= timeout {
+                bail!(
+                    "{} is at height {}, not {height}, after {timeout:?}",
+                    self.base,
+                    status.height
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -1,9 +1,9 @@
 //! `bidchain demo`: a local chain run end to end, each step checked and printed for a person
 //! to follow. Exits non-zero if any step does not hold.
 //!
-//! Today it runs a local network (four validators and an observer, each a process, over
-//! libp2p) through the native account rules, a crash and an observer's sync; the tender
-//! flow joins as the contracts land.
+//! It runs a local network (four validators and an observer, each a process, over libp2p)
+//! through the account rules, a whole tender under the trading contracts (see
+//! [`crate::demo_tender`]), a crash and an observer's sync.
 
 // The demo prints its steps for a person to follow: printing is its interface.
 #![allow(clippy::print_stdout)]
@@ -114,17 +114,23 @@ async fn run_in(dir: &Path, bin: &Path) -> Result<()> {
     let parties = Parties {
         hub: net.key(0)?,
         center: Keypair::generate(),
-        bidders: (0..3).map(|_| Keypair::generate()).collect(),
+        bidders: (0..6).map(|_| Keypair::generate()).collect(),
     };
 
     let client = nodes[1].client.clone();
     let center_tx = accounts_flow(&client, &parties, &genesis).await?;
     refusals(&client, &parties, &genesis).await?;
     audit(&nodes[2].client, &genesis, &center_tx).await?;
-    crash_and_catch_up(&mut net, bin, &mut nodes, &parties).await?;
-    observer_follows(&mut net, bin, &nodes).await?;
+    let trading = crate::demo_tender::TradingParties {
+        hub: &parties.hub,
+        center: &parties.center,
+        bidders: &parties.bidders,
+    };
+    let n = crate::demo_tender::run(&client, &trading, 8).await?;
+    crash_and_catch_up(&mut net, bin, &mut nodes, &parties, n).await?;
+    observer_follows(&mut net, bin, &nodes, n + 1).await?;
 
-    step(10, "stop every node (SIGTERM)");
+    step(n + 2, "stop every node (SIGTERM)");
     for node in &mut nodes {
         node.stop().await?;
     }
@@ -135,15 +141,16 @@ async fn run_in(dir: &Path, bin: &Path) -> Result<()> {
 
 const VALIDATORS: usize = 4;
 
-/// Step 8: a validator crashes; the others go on; it restarts and catches up.
+/// A validator crashes; the others go on; it restarts and catches up.
 async fn crash_and_catch_up(
     net: &mut Localnet,
     bin: &Path,
     nodes: &mut [NodeProcess],
     parties: &Parties,
+    n: u32,
 ) -> Result<()> {
     step(
-        8,
+        n,
         "crash a city center's validator (SIGKILL): the other three go on; it restarts and \
          catches up, nothing lost",
     );
@@ -152,11 +159,11 @@ async fn crash_and_catch_up(
     nodes[crashed].kill()?;
     let hub = nodes[0].client.clone();
     let target = Height(hub.status().await?.height.0 + 3);
-    wait_height(&hub, target).await?;
+    hub.wait_height(target, INCLUDE_TIMEOUT).await?;
     ok(&format!("three validators committed up to height {target}"));
     nodes[crashed] = net.start_node(bin, crashed).await?;
     let node = &nodes[crashed].client;
-    wait_height(node, target).await?;
+    node.wait_height(target, INCLUDE_TIMEOUT).await?;
     let block = node.block(before.height).await?;
     ensure!(
         block.block_id == before.latest_block_hash,
@@ -176,17 +183,22 @@ async fn crash_and_catch_up(
     Ok(())
 }
 
-/// Step 9: the observer syncs the chain from genesis, verifying every block.
-async fn observer_follows(net: &mut Localnet, bin: &Path, nodes: &[NodeProcess]) -> Result<()> {
+/// The observer syncs the chain from genesis, verifying every block.
+async fn observer_follows(
+    net: &mut Localnet,
+    bin: &Path,
+    nodes: &[NodeProcess],
+    n: u32,
+) -> Result<()> {
     step(
-        9,
+        n,
         "start the observer: it syncs the whole chain from genesis, checking every commit \
          certificate and state root, and never votes",
     );
     let mut observer = net.start_node(bin, VALIDATORS).await?;
     let hub = &nodes[0].client;
     let target = hub.status().await?.height;
-    wait_height(&observer.client, target).await?;
+    observer.client.wait_height(target, INCLUDE_TIMEOUT).await?;
     ensure!(
         observer.client.block(target).await?.block_id == hub.block(target).await?.block_id,
         "the observer holds another block at {target}"
@@ -198,19 +210,6 @@ async fn observer_follows(net: &mut Localnet, bin: &Path, nodes: &[NodeProcess])
         status.height
     ));
     observer.stop().await
-}
-
-async fn wait_height(client: &Client, height: Height) -> Result<()> {
-    let start = std::time::Instant::now();
-    while client.status().await?.height < height {
-        ensure!(
-            start.elapsed() < INCLUDE_TIMEOUT,
-            "{} did not reach height {height} within {INCLUDE_TIMEOUT:?}",
-            client.base()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
 }
 
 fn create_account(
@@ -274,7 +273,7 @@ async fn accounts_flow(
         included.height.unwrap_or(Height(0))
     ));
 
-    step(4, "the center registers three bidders (pseudonymous ids)");
+    step(4, "the center registers six bidders (pseudonymous ids)");
     let mut hashes = Vec::new();
     let first = next_nonce(client, &p.center).await?;
     for (i, bidder) in p.bidders.iter().enumerate() {

@@ -3,7 +3,10 @@
 
 pub mod client;
 pub mod demo;
+pub mod demo_tender;
 pub mod localnet;
 pub mod process;
 pub mod setup;
+pub mod trading;
+pub mod trading_cli;
 pub mod verify;

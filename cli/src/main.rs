@@ -11,15 +11,16 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bidchain_cli::client::Client;
 use bidchain_cli::localnet::{Localnet, LocalnetSpec};
+use bidchain_cli::trading_cli::{self, ArchiveCommand, BidCommand, ExpertsCommand, TenderCommand};
 use bidchain_cli::{demo, setup};
 use bidchain_genesis::{ConsensusParams, Genesis};
 use bidchain_node::config::NodeConfig;
 use bidchain_node::keyfile::{read_key_file, write_key_file};
 use bidchain_runtime::bounded::BoundedString;
 use bidchain_runtime::crypto::{Keypair, PublicKey};
-use bidchain_runtime::ids::{AccountId, ChainId};
+use bidchain_runtime::ids::AccountId;
 use bidchain_runtime::time::Timestamp;
-use bidchain_runtime::tx::{NativeCall, Payload, Role, Transaction, TxHash};
+use bidchain_runtime::tx::{NativeCall, Payload, Role, TxHash};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -96,6 +97,18 @@ enum Command {
         #[arg(long, default_value_t = 26_600)]
         base_port: u16,
     },
+    /// Tenders: create, open, close the decryption window, award, show.
+    #[command(subcommand)]
+    Tender(TenderCommand),
+    /// Sealed bids: submit, replace, withdraw, reveal.
+    #[command(subcommand)]
+    Bid(BidCommand),
+    /// The expert registry and committee draws.
+    #[command(subcommand)]
+    Experts(ExpertsCommand),
+    /// Archive records of a tender's files.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
     /// Run a local chain end to end, checking every step; exits 0 only if all held.
     Demo {
         /// Where to put keys, homes and logs (default: a new temporary directory).
@@ -267,6 +280,10 @@ async fn dispatch(command: Command) -> Result<()> {
             submit_native(&key, Payload::Native(call), &rpc, no_wait).await
         }
         Command::Tx { hash, rpc } => print_json(&Client::new(&rpc)?.tx(&hash).await?),
+        Command::Tender(cmd) => trading_cli::tender(cmd).await,
+        Command::Bid(cmd) => trading_cli::bid(cmd).await,
+        Command::Experts(cmd) => trading_cli::experts(cmd).await,
+        Command::Archive(cmd) => trading_cli::archive(cmd).await,
         Command::Demo { dir, keep } => demo::run(demo::DemoOptions { dir, keep }).await,
         Command::Localnet {
             validators,
@@ -463,19 +480,7 @@ async fn account(cmd: AccountCommand) -> Result<()> {
 async fn submit_native(key: &Path, payload: Payload, rpc: &str, no_wait: bool) -> Result<()> {
     let key = read_key_file(key)?;
     let client = Client::new(rpc)?;
-    let status = client.status().await?;
-    let nonce = client
-        .account(&AccountId::of(&key.public()))
-        .await?
-        .next_nonce;
-    let tx = Transaction {
-        chain_id: ChainId::new(&status.chain_id)?,
-        sender: key.public(),
-        nonce,
-        payload,
-    }
-    .sign(&key);
-    let admitted = client.submit(&tx).await?;
+    let admitted = client.sign_and_submit(&key, payload).await?;
     if no_wait {
         return print_json(&admitted);
     }

@@ -58,6 +58,8 @@ pub fn new_genesis(
         consensus,
         validators,
         accounts,
+        // The contracts this build carries, pinned by code hash.
+        contracts: bidchain_genesis::contracts::bundled_pins(),
     };
     genesis.validate()?;
     Ok(genesis)

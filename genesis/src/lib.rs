@@ -4,6 +4,11 @@
 //! encoding of the parsed value, so whitespace or key order in the file never changes which
 //! chain it describes.
 
+pub mod contracts;
+mod wasm_build;
+
+pub use wasm_build::{CONTRACTS, WASM_TARGET, build_contracts};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -14,7 +19,7 @@ use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::{AccountId, ChainId, Nonce};
 use bidchain_runtime::state::{Account, StateKey};
 use bidchain_runtime::time::Timestamp;
-use bidchain_runtime::tx::{MAX_LABEL_LEN, Role};
+use bidchain_runtime::tx::{MAX_CONTRACT_NAME_LEN, MAX_LABEL_LEN, Role};
 use bidchain_runtime::validator::{
     MAX_VALIDATOR_NAME_LEN, MAX_VALIDATORS, Validator, ValidatorSet, ValidatorSetError,
 };
@@ -92,6 +97,17 @@ pub struct Genesis {
     pub validators: Vec<GenesisValidator>,
     #[serde(default)]
     pub accounts: Vec<GenesisAccount>,
+    /// The contracts the chain runs, each pinned to the SHA-256 of its wasm code.
+    #[serde(default)]
+    pub contracts: Vec<GenesisContract>,
+}
+
+/// A contract genesis pins: a node runs it only with code of exactly this hash.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisContract {
+    pub name: BoundedString<MAX_CONTRACT_NAME_LEN>,
+    pub code_hash: Hash,
 }
 
 /// Why a genesis file is not usable.
@@ -136,6 +152,19 @@ pub enum GenesisError {
     },
     #[error("validator set: {0}")]
     ValidatorSet(#[from] ValidatorSetError),
+    #[error("contract {0:?} is pinned twice")]
+    DuplicateContract(String),
+    #[error(
+        "genesis pins contract {name} to code {pinned}, but this build of bidchain carries \
+         {bundled}: run the bidchain release the network agreed on"
+    )]
+    ContractCodeMismatch {
+        name: String,
+        pinned: Hash,
+        bundled: String,
+    },
+    #[error("contract {name} does not compile: {reason}")]
+    ContractInvalid { name: String, reason: String },
 }
 
 impl Genesis {
@@ -179,6 +208,12 @@ impl Genesis {
         }
         self.validate_validators()?;
         self.validate_unique_keys()?;
+        let mut names = BTreeSet::new();
+        for contract in &self.contracts {
+            if !names.insert(contract.name.as_str()) {
+                return Err(GenesisError::DuplicateContract(contract.name.to_string()));
+            }
+        }
         self.consensus.validate()?;
         self.validator_set()?;
         Ok(())
@@ -369,6 +404,7 @@ mod tests {
                 role: Role::Center,
                 public_key: key(2),
             }],
+            contracts: Vec::new(),
         }
     }
 

@@ -24,6 +24,14 @@ pub struct StatusResponse {
     pub mempool_txs: usize,
 }
 
+/// `GET /contracts/{name}/state/{key}`: the raw value (hex) at the tip `height`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContractStateResponse {
+    pub contract: String,
+    pub height: Height,
+    pub value: Option<String>,
+}
+
 /// The immediate receipt of admission (确认回执) for `POST /txs`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SubmitResponse {

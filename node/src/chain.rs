@@ -7,8 +7,9 @@ use bidchain_runtime::block::{
     self, Block, BlockHash, CertificateError, CommitCertificate, Header,
 };
 use bidchain_runtime::bounded::BoundedVec;
+use bidchain_runtime::contract::Contracts;
 use bidchain_runtime::crypto::PublicKey;
-use bidchain_runtime::execute::{self, BlockEnv, ExecError, Executed};
+use bidchain_runtime::execute::{self, BlockEnv, ExecError, Executed, TxInvalid};
 use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::{ChainId, Height};
 use bidchain_runtime::merkle;
@@ -76,11 +77,17 @@ pub struct Proposal {
 pub struct Chain {
     storage: Storage,
     genesis: Genesis,
+    contracts: Contracts,
 }
 
 impl Chain {
-    pub fn new(storage: Storage, genesis: Genesis) -> Chain {
-        Chain { storage, genesis }
+    /// `contracts` are the ones `genesis` pins (`Genesis::contracts`).
+    pub fn new(storage: Storage, genesis: Genesis, contracts: Contracts) -> Chain {
+        Chain {
+            storage,
+            genesis,
+            contracts,
+        }
     }
 
     pub fn storage(&self) -> &Storage {
@@ -131,10 +138,25 @@ impl Chain {
         proposer: PublicKey,
     ) -> Result<Proposal, ChainError> {
         let tip = self.tip()?;
-        let env = self.env(&tip, time);
+        let last_commit = match tip.height {
+            Height::GENESIS => None,
+            height => Some(
+                self.storage
+                    .get::<crate::storage::Commits>(&height)?
+                    .ok_or(StorageError::MissingTable("commits"))?,
+            ),
+        };
+        let env = self.env(&tip, time, last_commit);
         let executed = loop {
-            match execute::execute_block(&self.storage, &env, &candidates) {
+            match execute::execute_block(&self.storage, &self.contracts, &env, &candidates) {
                 Ok(executed) => break executed,
+                Err(ExecError::InvalidTx {
+                    index,
+                    reason: TxInvalid::BlockFuelSpent { .. },
+                }) => {
+                    // The rest wait in the mempool for the next block.
+                    candidates.truncate(index);
+                }
                 Err(ExecError::InvalidTx { index, reason }) => {
                     tracing::debug!(index, %reason, "dropping a no longer valid transaction");
                     candidates.remove(index);
@@ -143,26 +165,30 @@ impl Chain {
             }
         };
         let txs = BoundedVec::new(candidates).map_err(|e| ChainError::TooManyTxs(e.len))?;
-        let header = self.header_for(&tip, time, &txs, &executed, proposer)?;
+        let header = self.header_for(&env, &txs, &executed, proposer)?;
         Ok(Proposal {
-            block: Block { header, txs },
+            block: Block {
+                header,
+                txs,
+                last_commit: env.last_commit,
+            },
             executed,
         })
     }
 
-    fn env(&self, tip: &Tip, time: Timestamp) -> BlockEnv {
+    fn env(&self, tip: &Tip, time: Timestamp, last_commit: Option<CommitCertificate>) -> BlockEnv {
         BlockEnv {
             chain_id: self.genesis.chain_id.clone(),
             height: tip.height.next(),
             time,
             prev_block_id: tip.block_id,
+            last_commit,
         }
     }
 
     fn header_for(
         &self,
-        tip: &Tip,
-        time: Timestamp,
+        env: &BlockEnv,
         txs: &[SignedTransaction],
         executed: &Executed,
         proposer: PublicKey,
@@ -173,15 +199,16 @@ impl Chain {
         let next_validators_hash = next_set.ok_or(ChainError::NoValidatorSet)?.hash();
         Ok(Header {
             chain_id: self.genesis.chain_id.clone(),
-            height: tip.height.next(),
-            time,
-            prev_block_id: tip.block_id,
+            height: env.height,
+            time: env.time,
+            prev_block_id: env.prev_block_id,
             tx_root: merkle::root(&block::tx_leaves(txs)),
             receipts_root: receipts_root(&executed.receipts),
             state_root: self.storage.state_root_with(&executed.changes)?,
             validators_hash,
             next_validators_hash,
             proposer,
+            last_commit_hash: block::last_commit_hash(&env.last_commit),
         })
     }
 
@@ -211,6 +238,11 @@ impl Chain {
                 expected.0.next_validators_hash,
                 got.next_validators_hash,
             ),
+            (
+                "last_commit_hash",
+                expected.0.last_commit_hash,
+                got.last_commit_hash,
+            ),
         ];
         for (field, expected, got) in fields {
             if expected != got {
@@ -228,15 +260,9 @@ impl Chain {
     }
 
     fn build_exact(&self, tip: &Tip, block: &Block) -> Result<(Header, Executed), ChainError> {
-        let env = self.env(tip, block.header.time);
-        let executed = execute::execute_block(&self.storage, &env, &block.txs)?;
-        let header = self.header_for(
-            tip,
-            block.header.time,
-            &block.txs,
-            &executed,
-            block.header.proposer,
-        )?;
+        let env = self.env(tip, block.header.time, block.last_commit.clone());
+        let executed = execute::execute_block(&self.storage, &self.contracts, &env, &block.txs)?;
+        let header = self.header_for(&env, &block.txs, &executed, block.header.proposer)?;
         Ok((header, executed))
     }
 

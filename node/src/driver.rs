@@ -646,7 +646,7 @@ mod tests {
         let storage = Storage::open(dir, &genesis).unwrap();
         let mempool = Mempool::new(Default::default(), genesis.chain_id.clone());
         let shared = Arc::new(Shared::new(
-            Chain::new(storage, genesis),
+            Chain::new(storage, genesis.clone(), genesis.contracts().unwrap()),
             mempool,
             "t".into(),
             false,

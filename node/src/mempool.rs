@@ -58,6 +58,7 @@ impl AdmitError {
             AdmitError::Invalid(TxInvalid::UnknownSender(_)) => "unknown_sender",
             AdmitError::Invalid(TxInvalid::NonceMismatch { .. }) => "nonce_mismatch",
             AdmitError::Invalid(TxInvalid::State(_)) => "state_unavailable",
+            AdmitError::Invalid(TxInvalid::BlockFuelSpent { .. }) => "block_fuel_spent",
         }
     }
 }

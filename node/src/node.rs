@@ -78,7 +78,8 @@ pub async fn run(
         empty_block_interval: Duration::from_millis(config.empty_block_interval_ms),
     };
     let p2p_settings = crate::p2p::settings_for(&genesis, &config)?;
-    let chain = Chain::new(storage, genesis);
+    let contracts = genesis.contracts()?;
+    let chain = Chain::new(storage, genesis, contracts);
     let tip = chain.tip()?;
     tracing::info!(
         node = %config.node_name,

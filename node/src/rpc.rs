@@ -12,10 +12,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bidchain_runtime::block;
+use bidchain_runtime::contract::MAX_KEY_BYTES;
 use bidchain_runtime::ids::{AccountId, Height};
 use bidchain_runtime::merkle;
-use bidchain_runtime::state::Overlay;
-use bidchain_runtime::tx::{MAX_TX_BYTES, SignedTransaction, TxHash};
+use bidchain_runtime::state::{self, Overlay, StateView};
+use bidchain_runtime::tx::{MAX_CONTRACT_NAME_LEN, MAX_TX_BYTES, SignedTransaction, TxHash};
 
 use crate::api::*;
 use crate::chain::receipts_root;
@@ -76,6 +77,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/txs/{hash}", get(get_tx))
         .route("/blocks/{height}", get(get_block))
         .route("/accounts/{id}", get(get_account))
+        .route("/contracts/{name}/state/{key}", get(get_contract_state))
         .route("/metrics", get(metrics))
         // One transaction plus slack; larger bodies are refused before they are read whole.
         .layer(DefaultBodyLimit::max(MAX_TX_BYTES + 1024))
@@ -235,6 +237,30 @@ async fn get_account(State(shared): State<Arc<Shared>>, Path(id): Path<String>) 
         label: account.label.to_string(),
         nonce: account.nonce,
         next_nonce,
+    })
+}
+
+/// One entry of a contract's storage, raw (the contract's own encoding), for clients that
+/// decode it with the contract's types (`bidchain-trading` for the trading contracts).
+async fn get_contract_state(
+    State(shared): State<Arc<Shared>>,
+    Path((name, key)): Path<(String, String)>,
+) -> Reply {
+    if name.len() > MAX_CONTRACT_NAME_LEN || key.len() > 2 * MAX_KEY_BYTES {
+        return Err(ApiError::bad_request(
+            "bad_key",
+            "contract name or key too long",
+        ));
+    }
+    let key = hex::decode(&key).map_err(|e| ApiError::bad_request("bad_key", e))?;
+    let storage = shared.chain.storage();
+    let height = storage.latest_height().map_err(ApiError::internal)?;
+    let value =
+        StateView::get(storage, &state::contract_key(&name, &key)).map_err(ApiError::internal)?;
+    json(ContractStateResponse {
+        contract: name,
+        height,
+        value: value.map(hex::encode),
     })
 }
 

@@ -3,6 +3,7 @@
 //! crash leaves either all of a block or none of it.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bidchain_consensus::Message;
 use bidchain_genesis::Genesis;
@@ -109,7 +110,14 @@ macro_rules! table {
 }
 
 table!(Headers, "headers", Height, Header);
-table!(Bodies, "blocks", Height, Vec<SignedTransaction>);
+table!(Bodies, "blocks", Height, BlockBody);
+
+/// What a block holds besides its header.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct BlockBody {
+    pub txs: Vec<SignedTransaction>,
+    pub last_commit: Option<CommitCertificate>,
+}
 table!(Commits, "commits", Height, CommitCertificate);
 table!(TxIndex, "txs", TxHash, TxLocation);
 table!(Receipts, "receipts", TxHash, Receipt);
@@ -140,9 +148,11 @@ pub struct BlockCommit<'a> {
     pub changes: &'a Changes,
 }
 
-#[derive(Debug)]
+/// The node's database. Cloning it clones a handle (execution lends one to each contract
+/// call), not the data.
+#[derive(Clone, Debug)]
 pub struct Storage {
-    db: DB,
+    db: Arc<DB>,
 }
 
 impl Storage {
@@ -158,7 +168,7 @@ impl Storage {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let storage = Storage { db };
+        let storage = Storage { db: Arc::new(db) };
         storage.init_genesis(genesis)?;
         Ok(storage)
     }
@@ -232,17 +242,22 @@ impl Storage {
     }
 
     pub fn block(&self, height: Height) -> Result<Option<Block>, StorageError> {
-        let (Some(header), Some(txs)) =
+        let (Some(header), Some(body)) =
             (self.get::<Headers>(&height)?, self.get::<Bodies>(&height)?)
         else {
             return Ok(None);
         };
         // A stored body always fits: it was a block's body when it was written.
-        let txs = bidchain_runtime::BoundedVec::new(txs).map_err(|e| StorageError::Corrupt {
-            table: Bodies::NAME,
-            source: CodecError::Malformed(e.to_string()),
-        })?;
-        Ok(Some(Block { header, txs }))
+        let txs =
+            bidchain_runtime::BoundedVec::new(body.txs).map_err(|e| StorageError::Corrupt {
+                table: Bodies::NAME,
+                source: CodecError::Malformed(e.to_string()),
+            })?;
+        Ok(Some(Block {
+            header,
+            txs,
+            last_commit: body.last_commit,
+        }))
     }
 
     /// Committed blocks with their certificates from `from` on, for a peer that lacks
@@ -289,7 +304,11 @@ impl Storage {
         }
         let mut batch = WriteBatch::default();
         self.put::<Headers>(&mut batch, &height, &commit.block.header)?;
-        self.put::<Bodies>(&mut batch, &height, &commit.block.txs.to_vec())?;
+        let body = BlockBody {
+            txs: commit.block.txs.to_vec(),
+            last_commit: commit.block.last_commit.clone(),
+        };
+        self.put::<Bodies>(&mut batch, &height, &body)?;
         self.put::<Commits>(&mut batch, &height, commit.certificate)?;
         for receipt in commit.receipts {
             let location = TxLocation {

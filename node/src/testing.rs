@@ -1,7 +1,17 @@
 //! Builders for tests and simulations: deterministic keys, genesis files and transactions.
 //! Never used by a running node.
 
+use std::path::Path;
+
 use bidchain_genesis::{ConsensusParams, Genesis, GenesisAccount, GenesisValidator};
+use bidchain_runtime::block::{CommitCertificate, CommitSig, precommit_signing_bytes};
+use bidchain_runtime::bounded::BoundedVec;
+use bidchain_runtime::ids::Round;
+use bidchain_runtime::receipt::Receipt;
+
+use crate::chain::{Chain, ChainError};
+use crate::node::NodeError;
+use crate::storage::Storage;
 use bidchain_runtime::bounded::BoundedString;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{ChainId, Nonce};
@@ -47,6 +57,7 @@ pub fn genesis_for(validators: &[u64], accounts: &[u64]) -> Genesis {
                 public_key: Keypair::from_seed_for_tests(seed).public(),
             })
             .collect(),
+        contracts: bidchain_genesis::contracts::bundled_pins(),
     }
 }
 
@@ -83,4 +94,54 @@ pub fn create_account_tx_on(
         }),
     }
     .sign(signer)
+}
+
+/// A one-validator chain on RocksDB that commits blocks at chosen times without a network:
+/// execution and storage exactly as a node runs them, for tests and benchmarks of the rules.
+#[derive(Debug)]
+pub struct TestChain {
+    pub chain: Chain,
+    validator: Keypair,
+}
+
+impl TestChain {
+    /// `genesis` must have `validator` as its only validator.
+    pub fn open(dir: &Path, genesis: Genesis, validator: Keypair) -> Result<TestChain, NodeError> {
+        let storage = Storage::open(dir, &genesis)?;
+        let contracts = genesis.contracts()?;
+        Ok(TestChain {
+            chain: Chain::new(storage, genesis, contracts),
+            validator,
+        })
+    }
+
+    /// Builds, certifies and commits one block of `txs` at `time`; returns its receipts.
+    /// Transactions that are invalid (wrong nonce) are left out, as a proposer would.
+    pub fn commit(
+        &self,
+        txs: Vec<SignedTransaction>,
+        time: Timestamp,
+    ) -> Result<Vec<Receipt>, ChainError> {
+        let proposal = self
+            .chain
+            .build_proposal(txs, time, self.validator.public())?;
+        let header = &proposal.block.header;
+        let certificate = CommitCertificate {
+            height: header.height,
+            round: Round(0),
+            block_id: header.id(),
+            signatures: BoundedVec::new(vec![CommitSig {
+                validator_index: 0,
+                signature: self.validator.sign(&precommit_signing_bytes(
+                    &header.chain_id,
+                    header.height,
+                    Round(0),
+                    &header.id(),
+                )),
+            }])
+            .unwrap_or_default(),
+        };
+        self.chain.commit(&proposal, &certificate)?;
+        Ok(proposal.executed.receipts)
+    }
 }

@@ -46,6 +46,8 @@ pub struct Header {
     /// Hash of the set that signs the next block's.
     pub next_validators_hash: Hash,
     pub proposer: PublicKey,
+    /// [`last_commit_hash`] of the block's `last_commit`.
+    pub last_commit_hash: Hash,
 }
 
 impl Header {
@@ -61,6 +63,14 @@ impl Header {
 pub struct Block {
     pub header: Header,
     pub txs: BoundedVec<SignedTransaction, MAX_BLOCK_TXS>,
+    /// The commit certificate of the block at `height - 1` as the proposer saw it (none at
+    /// height 1). Its signatures make the block's random seed: see `execute::block_seed`.
+    pub last_commit: Option<CommitCertificate>,
+}
+
+/// The header's commitment to a block's `last_commit`.
+pub fn last_commit_hash(last_commit: &Option<CommitCertificate>) -> Hash {
+    Hash::domain(b"bidchain/last-commit/v1\0", &[&codec::encode(last_commit)])
 }
 
 impl Block {

@@ -15,12 +15,14 @@
 //! | import | meaning |
 //! |---|---|
 //! | `storage_get(key, key_len, out, out_cap) -> i32` | value length, or -1 if absent; copies only if it fits |
+//! | `storage_get_from(contract, contract_len, key, key_len, out, out_cap) -> i32` | the same, read-only, in another contract's storage |
 //! | `storage_set(key, key_len, value, value_len)` | |
 //! | `storage_delete(key, key_len)` | |
 //! | `caller(out)` | the caller's 32-byte public key |
 //! | `caller_role() -> i32` | see [`CallContext::caller_role`] |
 //! | `block_height() -> i64`, `block_time_ms() -> i64` | |
 //! | `random_seed(out)` | the chain's 32-byte seed for this block |
+//! | `seed_at(height, out) -> i32` | 0 and the seed of block `height` if the chain keeps it (the last [`crate::execute::SEED_HISTORY`] blocks), else -1 |
 //! | `sha256(data, len, out)` | |
 //! | `emit_event(kind, kind_len, data, data_len)` | |
 //! | `set_output(data, len)` | the call's result bytes |
@@ -32,6 +34,8 @@
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
+
+use crate::hash::Hash;
 use wasmtime::{
     Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, Module,
     PoolingAllocationConfig, Store, Trap,
@@ -41,6 +45,10 @@ use wasmtime::{
 pub const FUEL_PER_CALL: u64 = 50_000_000;
 /// Fuel a host function costs, plus one unit per byte it moves.
 const HOST_CALL_FUEL: u64 = 1_000;
+/// A storage read also costs this (a database lookup), plus the value's length.
+const STORAGE_READ_FUEL: u64 = 20_000;
+/// Hashing costs this much per byte (about five wasm instructions' worth).
+const SHA256_FUEL_PER_BYTE: u64 = 5;
 /// A contract's linear memory may grow to this size.
 pub const MAX_MEMORY_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_TABLE_ELEMENTS: usize = 10_000;
@@ -56,7 +64,10 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Storage writes one call may make (distinct keys).
 pub const MAX_WRITES_PER_CALL: usize = 1_024;
-pub const MAX_EVENTS_PER_CALL: usize = 64;
+/// A receipt's bound: every event of a successful call goes into it.
+pub const MAX_EVENTS_PER_CALL: usize = crate::receipt::MAX_EVENTS_PER_TX;
+/// The longest contract name `storage_get_from` takes.
+pub const MAX_CONTRACT_NAME_BYTES: usize = crate::tx::MAX_CONTRACT_NAME_LEN;
 pub const MAX_EVENT_KIND_BYTES: usize = 64;
 pub const MAX_EVENT_DATA_BYTES: usize = 4 * 1024;
 pub const MAX_ABORT_MESSAGE_BYTES: usize = 1_024;
@@ -75,14 +86,38 @@ pub enum ContractError {
     Aborted(String),
     #[error("contract exceeded a host limit: {0}")]
     Limit(String),
+    /// Not the contract's doing (a disk error): the block must not be executed on.
     #[error("contract storage failed: {0}")]
     Storage(String),
+    /// Not the contract's doing (this machine's resources): the block must not be
+    /// executed on, since another validator may not fail the same way.
     #[error("contract host failed: {0}")]
     Host(String),
 }
 
 impl ContractError {
+    /// Whether every validator fails this call the same way, so that a rejected receipt
+    /// may record it. `Storage` and `Host` errors are this machine's and stop the block.
+    pub fn is_deterministic(&self) -> bool {
+        !matches!(self, ContractError::Storage(_) | ContractError::Host(_))
+    }
+
     /// The receipt's rejection code.
+    /// The receipt's code and reason. A contract's refusal aborts with
+    /// `"{code}: {reason}"` (lowercase code, as the SDK's `Refusal` writes it); that code is
+    /// the receipt's, so that clients can tell a late bid from a bad one.
+    pub fn receipt_parts(&self) -> (String, String) {
+        if let ContractError::Aborted(message) = self
+            && let Some((code, reason)) = message.split_once(": ")
+            && !code.is_empty()
+            && code.len() <= crate::receipt::MAX_CODE_LEN
+            && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            return (code.to_owned(), reason.to_owned());
+        }
+        (self.code().to_owned(), self.to_string())
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             ContractError::InvalidModule(_) => "invalid_contract",
@@ -96,15 +131,24 @@ impl ContractError {
     }
 }
 
-/// A contract's view of its own committed storage. Owned (a store outlives borrows), and
-/// handed back after the call.
+/// Contracts' committed storage as a call sees it (writes of earlier transactions in the
+/// block included). Owned, since a wasmtime store cannot borrow; handed back after the
+/// call, and [`ContractStorage::into_any`] lets its owner take its own type back.
 pub trait ContractStorage: Send {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
+    /// `contract`'s value at `key`.
+    fn get(&self, contract: &str, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
+
+    /// The seed of the block at `height`, if state still keeps it.
+    fn seed_at(&self, height: u64) -> Result<Option<[u8; 32]>, String>;
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
 }
 
 /// What the call may know about who calls and when.
 #[derive(Clone, Debug)]
 pub struct CallContext {
+    /// The called contract's name: its storage is the one `storage_get`/`set` address.
+    pub contract: String,
     pub caller: [u8; 32],
     /// The caller's role as a number the SDK maps back (0 none, 1 hub, 2 center, …).
     pub caller_role: i32,
@@ -120,13 +164,29 @@ pub struct ContractEvent {
     pub data: Vec<u8>,
 }
 
-/// A successful call: its writes (None deletes), events, output and fuel used.
+/// A successful call: its writes (None deletes), events and output.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CallOutcome {
     pub writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     pub events: Vec<ContractEvent>,
     pub output: Vec<u8>,
+}
+
+/// What a call returns: the storage view handed in, the fuel burnt (charged whether or
+/// not the call succeeded) and the outcome.
+pub struct Called {
+    pub storage: Box<dyn ContractStorage>,
     pub fuel_used: u64,
+    pub result: Result<CallOutcome, ContractError>,
+}
+
+impl std::fmt::Debug for Called {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Called")
+            .field("fuel_used", &self.fuel_used)
+            .field("result", &self.result)
+            .finish_non_exhaustive()
+    }
 }
 
 struct HostState {
@@ -172,7 +232,7 @@ impl std::fmt::Debug for ContractEngine {
 
 /// Threads and the component model need features that are not built in: shared memory
 /// and components cannot exist here.
-fn deterministic_config() -> Config {
+fn deterministic_config() -> Result<Config, ContractError> {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_core_instances(MAX_INSTANCES)
         .total_memories(MAX_INSTANCES)
@@ -182,6 +242,16 @@ fn deterministic_config() -> Config {
         .max_memory_size(MAX_MEMORY_BYTES)
         .table_elements(MAX_TABLE_ELEMENTS);
     let mut config = Config::new();
+    // An explicit target turns off inferring CPU features from this machine, so every
+    // validator's code (and with it stack use, hence where deep recursion traps) is the
+    // same for one build of the node.
+    // (Validators run Linux; elsewhere, for development, features are inferred.)
+    if cfg!(target_os = "linux") {
+        let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        config
+            .target(&target)
+            .map_err(|e| ContractError::Host(format!("target {target}: {e}")))?;
+    }
     config
         .consume_fuel(true)
         .cranelift_nan_canonicalization(true)
@@ -191,21 +261,23 @@ fn deterministic_config() -> Config {
         .wasm_memory64(false)
         .wasm_multi_memory(false)
         .max_wasm_stack(MAX_WASM_STACK_BYTES)
+        // A trap's text goes into receipts: no backtraces, whose detail depends on the
+        // build and the environment.
+        .wasm_backtrace_max_frames(None)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    config
+    Ok(config)
 }
 
 impl ContractEngine {
     pub fn new() -> Result<ContractEngine, ContractError> {
         let host = |e: wasmtime::Error| ContractError::Host(e.to_string());
-        let engine = Engine::new(&deterministic_config()).map_err(host)?;
+        let engine = Engine::new(&deterministic_config()?).map_err(host)?;
         let mut linker = Linker::new(&engine);
         link_host(&mut linker).map_err(host)?;
         Ok(ContractEngine { engine, linker })
     }
 
-    /// Validates and compiles `code` (wasm binary or, for tests, WAT text) and resolves
-    /// its imports against the host ABI.
+    /// Validates and compiles a wasm binary and resolves its imports against the host ABI.
     pub fn compile(&self, code: &[u8]) -> Result<ContractModule, ContractError> {
         let invalid = |e: wasmtime::Error| ContractError::InvalidModule(format!("{e:#}"));
         if code.len() > MAX_CODE_BYTES {
@@ -214,7 +286,7 @@ impl ContractEngine {
                 code.len()
             )));
         }
-        let module = Module::new(&self.engine, code).map_err(invalid)?;
+        let module = Module::from_binary(&self.engine, code).map_err(invalid)?;
         for export in ["memory", "alloc", "call"] {
             if module.get_export(export).is_none() {
                 return Err(ContractError::InvalidModule(format!(
@@ -234,7 +306,7 @@ impl ContractEngine {
         context: CallContext,
         storage: Box<dyn ContractStorage>,
         input: &[u8],
-    ) -> (Box<dyn ContractStorage>, Result<CallOutcome, ContractError>) {
+    ) -> Called {
         let state = HostState {
             context,
             storage,
@@ -246,13 +318,60 @@ impl ContractEngine {
         let result = run(&mut store, module, input);
         let fuel_left = store.get_fuel().unwrap_or(0);
         let state = store.into_data();
-        let outcome = result.map(|()| CallOutcome {
-            writes: state.writes,
-            events: state.events,
-            output: state.output,
+        Called {
+            storage: state.storage,
             fuel_used: FUEL_PER_CALL.saturating_sub(fuel_left),
-        });
-        (state.storage, outcome)
+            result: result.map(|()| CallOutcome {
+                writes: state.writes,
+                events: state.events,
+                output: state.output,
+            }),
+        }
+    }
+}
+
+/// The contracts a chain runs, by name: genesis pins each name to a code hash, and the
+/// node compiles the matching code once at start.
+pub struct Contracts {
+    engine: ContractEngine,
+    installed: BTreeMap<String, (Hash, ContractModule)>,
+}
+
+impl std::fmt::Debug for Contracts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.installed.iter().map(|(name, (hash, _))| (name, hash)))
+            .finish()
+    }
+}
+
+impl Contracts {
+    /// No contracts yet; calls are refused as unknown.
+    pub fn new() -> Result<Contracts, ContractError> {
+        Ok(Contracts {
+            engine: ContractEngine::new()?,
+            installed: BTreeMap::new(),
+        })
+    }
+
+    /// Compiles `code` as contract `name`; returns its code hash.
+    pub fn install(&mut self, name: &str, code: &[u8]) -> Result<Hash, ContractError> {
+        let module = self.engine.compile(code)?;
+        let hash = Hash::digest(code);
+        self.installed.insert(name.to_owned(), (hash, module));
+        Ok(hash)
+    }
+
+    pub fn module(&self, name: &str) -> Option<&ContractModule> {
+        self.installed.get(name).map(|(_, module)| module)
+    }
+
+    pub fn code_hash(&self, name: &str) -> Option<Hash> {
+        self.installed.get(name).map(|(hash, _)| *hash)
+    }
+
+    pub fn engine(&self) -> &ContractEngine {
+        &self.engine
     }
 }
 
@@ -290,15 +409,19 @@ fn run(
     call.call(&mut *store, (ptr, len)).map_err(classify)
 }
 
-/// Turns wasmtime's error into the reason the receipt names.
+/// Turns wasmtime's error into the reason the receipt names. Only traps and the host's
+/// own stops are the contract's doing; anything else (an exhausted instance pool, memory
+/// this machine could not map) is this machine's and must not become a receipt.
 fn classify(error: wasmtime::Error) -> ContractError {
     if let Some(HostStop(reason)) = error.downcast_ref::<HostStop>() {
         return reason.clone();
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => ContractError::OutOfFuel,
-        Some(trap) => ContractError::Trap(trap.to_string()),
-        None => ContractError::Trap(format!("{error:#}")),
+        // The variant's name, not wasmtime's message: receipts are hashed into blocks, and a
+        // message may change between wasmtime releases.
+        Some(trap) => ContractError::Trap(format!("{trap:?}")),
+        None => ContractError::Host(format!("{error:#}")),
     }
 }
 
@@ -306,7 +429,13 @@ fn classify(error: wasmtime::Error) -> ContractError {
 
 /// Charges fuel for a host call moving `bytes`; out of fuel stops the call.
 fn charge(caller: &mut Caller<'_, HostState>, bytes: usize) -> HostResult<()> {
-    let cost = HOST_CALL_FUEL.saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX));
+    charge_fuel(
+        caller,
+        HOST_CALL_FUEL.saturating_add(u64::try_from(bytes).unwrap_or(u64::MAX)),
+    )
+}
+
+fn charge_fuel(caller: &mut Caller<'_, HostState>, cost: u64) -> HostResult<()> {
     let left = caller.get_fuel()?;
     if left < cost {
         caller.set_fuel(0)?;
@@ -369,10 +498,50 @@ fn storage_get(
     out_cap: i32,
 ) -> HostResult<i32> {
     let key = read_bytes(&mut caller, key, key_len, MAX_KEY_BYTES, "storage key")?;
+    let contract = caller.data().context.contract.clone();
+    read_storage(caller, &contract, key, out, out_cap)
+}
+
+fn storage_get_from(
+    mut caller: Caller<'_, HostState>,
+    contract: i32,
+    contract_len: i32,
+    key: i32,
+    key_len: i32,
+    out: i32,
+    out_cap: i32,
+) -> HostResult<i32> {
+    let name = read_bytes(
+        &mut caller,
+        contract,
+        contract_len,
+        MAX_CONTRACT_NAME_BYTES,
+        "contract name",
+    )?;
+    let Ok(name) = String::from_utf8(name) else {
+        return stop(ContractError::Trap("contract name is not UTF-8".into()));
+    };
+    let key = read_bytes(&mut caller, key, key_len, MAX_KEY_BYTES, "storage key")?;
+    read_storage(caller, &name, key, out, out_cap)
+}
+
+/// Reads `contract`'s value at `key` (this call's own writes first) into `out`.
+fn read_storage(
+    mut caller: Caller<'_, HostState>,
+    contract: &str,
+    key: Vec<u8>,
+    out: i32,
+    out_cap: i32,
+) -> HostResult<i32> {
+    charge_fuel(&mut caller, STORAGE_READ_FUEL)?;
     let state = caller.data();
-    let value = match state.writes.get(&key) {
+    let own = state
+        .writes
+        .get(&key)
+        .filter(|_| contract == state.context.contract);
+    let value = match own {
         Some(value) => value.clone(),
-        None => match state.storage.get(&key) {
+        None => match state.storage.get(contract, &key) {
             Ok(value) => value,
             Err(err) => return stop(ContractError::Storage(err)),
         },
@@ -380,6 +549,8 @@ fn storage_get(
     let Some(value) = value else {
         return Ok(-1);
     };
+    // The value's length is paid for whether or not it fits the buffer.
+    charge_fuel(&mut caller, u64::try_from(value.len()).unwrap_or(u64::MAX))?;
     let len = i32::try_from(value.len()).unwrap_or(i32::MAX);
     if len <= out_cap {
         write_bytes(&mut caller, out, &value)?;
@@ -456,7 +627,10 @@ fn emit_event(
 }
 
 fn abort(mut caller: Caller<'_, HostState>, msg: i32, msg_len: i32) -> HostResult<()> {
-    let len = msg_len.min(i32::try_from(MAX_ABORT_MESSAGE_BYTES).unwrap_or(i32::MAX));
+    let len = msg_len.clamp(
+        0,
+        i32::try_from(MAX_ABORT_MESSAGE_BYTES).unwrap_or(i32::MAX),
+    );
     let message = read_bytes(
         &mut caller,
         msg,
@@ -471,6 +645,7 @@ fn abort(mut caller: Caller<'_, HostState>, msg: i32, msg_len: i32) -> HostResul
 
 fn link_host(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "storage_get", storage_get)?;
+    linker.func_wrap("env", "storage_get_from", storage_get_from)?;
     linker.func_wrap("env", "storage_set", storage_set)?;
     linker.func_wrap("env", "storage_delete", storage_delete)?;
     linker.func_wrap("env", "emit_event", emit_event)?;
@@ -513,9 +688,26 @@ fn link_host(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     )?;
     linker.func_wrap(
         "env",
+        "seed_at",
+        |mut caller: Caller<'_, HostState>, height: i64, out: i32| {
+            charge_fuel(&mut caller, STORAGE_READ_FUEL)?;
+            let Ok(height) = u64::try_from(height) else {
+                return Ok(-1);
+            };
+            match caller.data().storage.seed_at(height) {
+                Ok(Some(seed)) => write_bytes(&mut caller, out, &seed).map(|()| 0),
+                Ok(None) => Ok(-1),
+                Err(err) => stop(ContractError::Storage(err)),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        "env",
         "sha256",
         |mut caller: Caller<'_, HostState>, data: i32, len: i32, out: i32| {
             let bytes = read_bytes(&mut caller, data, len, MAX_VALUE_BYTES, "sha256 input")?;
+            let per_byte = SHA256_FUEL_PER_BYTE.saturating_mul(bytes.len() as u64);
+            charge_fuel(&mut caller, per_byte)?;
             let digest: [u8; 32] = Sha256::digest(&bytes).into();
             write_bytes(&mut caller, out, &digest)
         },
@@ -540,13 +732,22 @@ mod tests {
     struct MapStorage(BTreeMap<Vec<u8>, Vec<u8>>);
 
     impl ContractStorage for MapStorage {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        fn get(&self, _contract: &str, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
             Ok(self.0.get(key).cloned())
+        }
+
+        fn seed_at(&self, _height: u64) -> Result<Option<[u8; 32]>, String> {
+            Ok(None)
+        }
+
+        fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+            self
         }
     }
 
     fn context() -> CallContext {
         CallContext {
+            contract: "test".into(),
             caller: [7; 32],
             caller_role: 2,
             block_height: 42,
@@ -575,14 +776,18 @@ mod tests {
         )
     }
 
-    fn call(wat: &str, input: &[u8]) -> Result<CallOutcome, ContractError> {
+    fn called(wat: &str, input: &[u8]) -> Result<Called, ContractError> {
         let engine = ContractEngine::new().unwrap();
-        let module = engine.compile(wat.as_bytes())?;
+        let module = engine.compile(&wat::parse_str(wat).unwrap())?;
         let storage = Box::new(MapStorage(BTreeMap::from([(
             b"key".to_vec(),
             b"old".to_vec(),
         )])));
-        engine.call(&module, context(), storage, input).1
+        Ok(engine.call(&module, context(), storage, input))
+    }
+
+    fn call(wat: &str, input: &[u8]) -> Result<CallOutcome, ContractError> {
+        called(wat, input)?.result
     }
 
     #[test]
@@ -601,15 +806,15 @@ mod tests {
         );
         assert_eq!(outcome.events[0].kind, "bid");
         assert_eq!(outcome.events[0].data, b"sealed");
-        assert!(outcome.fuel_used > 0);
     }
 
     #[test]
     fn an_endless_loop_runs_out_of_fuel() {
         let body = r#"(loop $l (br $l))"#;
-        let err = call(&module("", body), b"").unwrap_err();
-        assert_eq!(err, ContractError::OutOfFuel);
-        assert_eq!(err.code(), "out_of_fuel");
+        let called = called(&module("", body), b"").unwrap();
+        assert_eq!(called.result, Err(ContractError::OutOfFuel));
+        assert_eq!(called.fuel_used, FUEL_PER_CALL, "a failed call still pays");
+        assert!(ContractError::OutOfFuel.is_deterministic());
     }
 
     #[test]
@@ -661,8 +866,9 @@ mod tests {
     #[test]
     fn modules_missing_the_abi_or_importing_unknown_functions_are_refused() {
         let engine = ContractEngine::new().unwrap();
+        let compile = |wat: &str| engine.compile(&wat::parse_str(wat).unwrap());
         assert!(matches!(
-            engine.compile(b"(module)"),
+            compile("(module)"),
             Err(ContractError::InvalidModule(_))
         ));
         let wasi = r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
@@ -670,7 +876,7 @@ mod tests {
             (func (export "alloc") (param i32) (result i32) (i32.const 0))
             (func (export "call") (param i32 i32)))"#;
         assert!(matches!(
-            engine.compile(wasi.as_bytes()),
+            compile(wasi),
             Err(ContractError::InvalidModule(_))
         ));
         assert!(matches!(
@@ -683,9 +889,10 @@ mod tests {
     fn the_same_call_burns_the_same_fuel() {
         let body = r#"(drop (call $height)) (call $out (local.get $ptr) (local.get $len))"#;
         let wat = module("", body);
-        let a = call(&wat, b"input").unwrap();
-        let b = call(&wat, b"input").unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.output, b"input");
+        let a = called(&wat, b"input").unwrap();
+        let b = called(&wat, b"input").unwrap();
+        assert_eq!(a.result, b.result);
+        assert_eq!(a.fuel_used, b.fuel_used);
+        assert_eq!(a.result.unwrap().output, b"input");
     }
 }

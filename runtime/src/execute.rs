@@ -2,14 +2,22 @@
 //! producing receipts and a set of changes. No clock, no I/O, no randomness: every
 //! validator computes the same result from the same inputs.
 
-use crate::block::BlockHash;
+use std::any::Any;
+
+use bidchain_trading::Decode as _;
+
+use crate::block::{BlockHash, CertificateError, CommitCertificate};
 use crate::bounded::BoundedString;
+use crate::contract::{
+    CallContext, Called, ContractError, ContractEvent, ContractStorage, Contracts,
+};
 use crate::crypto::{self, PublicKey};
+use crate::hash::Hash;
 use crate::ids::{AccountId, ChainId, Height, Nonce};
 use crate::receipt::{Event, Receipt, TxOutcome};
-use crate::state::{Account, Changes, Overlay, StateError, StateKey, StateView};
+use crate::state::{self, Account, Changes, Overlay, StateError, StateKey, StateView};
 use crate::time::Timestamp;
-use crate::tx::{NativeCall, Payload, Role, SignedTransaction};
+use crate::tx::{ContractCall, NativeCall, Payload, Role, SignedTransaction};
 use crate::validator::{MAX_VALIDATOR_NAME_LEN, Validator, ValidatorSet, ValidatorSetError};
 
 /// What execution may know about the block it runs in.
@@ -19,6 +27,21 @@ pub struct BlockEnv {
     pub height: Height,
     pub time: Timestamp,
     pub prev_block_id: BlockHash,
+    /// The block's certificate of the previous block (none at height 1).
+    pub last_commit: Option<CommitCertificate>,
+}
+
+/// Why a block's `last_commit` is not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum LastCommitError {
+    #[error("the block at height {0} lacks the previous block's commit certificate")]
+    Missing(Height),
+    #[error("the first block carries a commit certificate")]
+    Unexpected,
+    #[error("state does not record which validators signed the previous block")]
+    NoSigners,
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
 }
 
 /// Why a transaction may not be included at all (it would make its block invalid).
@@ -34,7 +57,16 @@ pub enum TxInvalid {
     NonceMismatch { expected: Nonce, got: Nonce },
     #[error(transparent)]
     State(#[from] StateError),
+    /// The block's contract calls already burnt [`MAX_BLOCK_FUEL`]: this call belongs in a
+    /// later block.
+    #[error("the block's contract fuel ({used} of {MAX_BLOCK_FUEL}) is spent")]
+    BlockFuelSpent { used: u64 },
 }
+
+/// Fuel all contract calls of one block may burn before another call makes the block
+/// invalid: bounds the time any block takes to execute (a call may overrun it by at most
+/// one call's fuel).
+pub const MAX_BLOCK_FUEL: u64 = 40 * crate::contract::FUEL_PER_CALL;
 
 /// Why a block cannot be executed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +75,12 @@ pub enum ExecError {
     InvalidTx { index: usize, reason: TxInvalid },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("last commit: {0}")]
+    LastCommit(#[from] LastCommitError),
+    /// This machine failed to run a contract (not the contract's doing): the block
+    /// cannot be executed here, and must not be voted for.
+    #[error("contract host failed on transaction {index}: {error}")]
+    ContractHost { index: usize, error: ContractError },
 }
 
 /// A rule a valid transaction broke: recorded in its receipt, not fatal to the block.
@@ -56,11 +94,18 @@ enum Rejection {
     UnknownAccount(AccountId),
     #[error("the validator set would be invalid: {0}")]
     InvalidValidatorSet(#[from] ValidatorSetError),
+    #[error("no contract {0} on this chain")]
+    UnknownContract(String),
+    /// The contract refused, trapped or ran out of fuel.
+    #[error("{reason}")]
+    Contract { code: String, reason: String },
 }
 
 impl Rejection {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> &str {
         match self {
+            Rejection::UnknownContract(_) => "unknown_contract",
+            Rejection::Contract { code, .. } => code,
             Rejection::NotPermitted { .. } => "not_permitted",
             Rejection::AccountExists(_) => "account_exists",
             Rejection::UnknownAccount(_) => "unknown_account",
@@ -123,41 +168,117 @@ pub fn verify_signatures(txs: &[SignedTransaction]) -> Result<(), ExecError> {
     }
 }
 
-/// Executes `txs` in order on top of `base`.
-pub fn execute_block<V: StateView + ?Sized>(
+/// The block's random seed: SHA-256 over the height, the parent id and the signatures of
+/// `last_commit` in validator order.
+///
+/// Why this seed: the signatures are ed25519 (deterministic, unforgeable), made by other
+/// validators over the previous block's id *after* its content was fixed, so nobody can
+/// know them before that block is decided — neither the party sending a draw nor the
+/// previous block's proposer. What remains: this block's proposer picks which quorum of the
+/// precommits it received goes into `last_commit`. With all n signatures at hand it can
+/// choose among at most sum over k from q to n of C(n, k) seeds (q the quorum size): 5 for
+/// n = 4, 29 for n = 7, i.e. at most 2.3 and 4.9 bits of bias, and it can also leave a tx
+/// out of its block so that it lands in a later block with a different seed. It cannot
+/// choose a seed outside that small set.
+pub fn block_seed(env: &BlockEnv) -> Hash {
+    let mut input = env.height.0.to_le_bytes().to_vec();
+    input.extend_from_slice(&env.prev_block_id.0.0);
+    if let Some(cert) = &env.last_commit {
+        let mut sigs: Vec<_> = cert.signatures.iter().collect();
+        sigs.sort_by_key(|s| s.validator_index);
+        for sig in sigs {
+            input.extend_from_slice(&sig.validator_index.to_le_bytes());
+            input.extend_from_slice(&sig.signature.0);
+        }
+    }
+    Hash::domain(b"bidchain/seed/v1\0", &[&input])
+}
+
+/// Checks `last_commit` proves the previous block with the set that signed it, then
+/// records the set that signs this block (for the next block's check).
+fn check_last_commit<V: StateView + ?Sized>(
+    state: &mut Overlay<'_, V>,
+    env: &BlockEnv,
+) -> Result<(), ExecError> {
+    match (&env.last_commit, env.height.0) {
+        (None, 0 | 1) => {}
+        (Some(_), 0 | 1) => return Err(LastCommitError::Unexpected.into()),
+        (None, _) => return Err(LastCommitError::Missing(env.height).into()),
+        (Some(cert), height) => {
+            let signers = state
+                .get::<ValidatorSet>(StateKey::LastSigners)?
+                .ok_or(LastCommitError::NoSigners)?;
+            cert.verify(
+                &env.chain_id,
+                Height(height - 1),
+                &env.prev_block_id,
+                &signers,
+            )
+            .map_err(LastCommitError::from)?;
+        }
+    }
+    let current = state.validator_set()?;
+    if state.get::<ValidatorSet>(StateKey::LastSigners)? != current
+        && let Some(set) = current
+    {
+        state.put(StateKey::LastSigners, &set);
+    }
+    Ok(())
+}
+
+/// Blocks whose seeds state keeps, for draws made after the block that fixed their seed.
+pub const SEED_HISTORY: u64 = 256;
+
+fn seed_slot(height: Height) -> StateKey {
+    // SEED_HISTORY is 256: the slot is the height's low byte.
+    StateKey::Seed(height.0.to_le_bytes()[0])
+}
+
+/// The seed of block `height` as `state` keeps it.
+fn kept_seed<V: StateView + ?Sized>(
     base: &V,
+    changes: &Changes,
+    height: u64,
+) -> Result<Option<Hash>, StateError> {
+    let kept: Option<(Height, Hash)> = state::get_after(base, changes, seed_slot(Height(height)))?;
+    Ok(kept.filter(|(h, _)| h.0 == height).map(|(_, seed)| seed))
+}
+
+/// What every transaction of a block shares.
+struct BlockCtx<'a> {
+    env: &'a BlockEnv,
+    contracts: &'a Contracts,
+    seed: Hash,
+}
+
+/// Executes `txs` in order on top of `base`. `V: Clone + 'static` because a contract call
+/// owns its view of state for the call's duration (a clone of a handle, not of the data).
+pub fn execute_block<V: StateView + Clone + Send + 'static>(
+    base: &V,
+    contracts: &Contracts,
     env: &BlockEnv,
     txs: &[SignedTransaction],
 ) -> Result<Executed, ExecError> {
     verify_signatures(txs)?;
     let mut state = Overlay::new(base);
-    let mut receipts = Vec::with_capacity(txs.len());
+    check_last_commit(&mut state, env)?;
+    let seed = block_seed(env);
+    state.put(seed_slot(env.height), &(env.height, seed));
+    let ctx = BlockCtx {
+        env,
+        contracts,
+        seed,
+    };
+    let mut receipts: Vec<Receipt> = Vec::with_capacity(txs.len());
+    let mut fuel = 0u64;
     for (index, stx) in txs.iter().enumerate() {
-        let mut sender = check_envelope(&state, &env.chain_id, stx, None)
-            .map_err(|reason| ExecError::InvalidTx { index, reason })?;
-        sender.nonce = sender.nonce.next();
-        state.put(StateKey::Account(stx.tx.sender_id()), &sender);
-
-        let checkpoint = state.checkpoint();
-        let (outcome, events) = match apply(&mut state, &sender, &stx.tx.payload) {
-            Ok(events) => (TxOutcome::Ok, events),
-            Err(ApplyError::Rejected(rejection)) => {
-                state.rollback(checkpoint);
-                (
-                    TxOutcome::rejected(rejection.code(), &rejection.to_string()),
-                    Vec::new(),
-                )
-            }
-            Err(ApplyError::State(err)) => return Err(ExecError::State(err)),
-        };
-        receipts.push(Receipt {
-            tx_hash: stx.hash(),
-            height: env.height,
-            index: u32::try_from(index).unwrap_or(u32::MAX),
-            outcome,
-            events: crate::bounded::BoundedVec::new(events).unwrap_or_default(),
-            fuel_used: 0,
-        });
+        if fuel >= MAX_BLOCK_FUEL && matches!(stx.tx.payload, Payload::Call(_)) {
+            let reason = TxInvalid::BlockFuelSpent { used: fuel };
+            return Err(ExecError::InvalidTx { index, reason });
+        }
+        let receipt = execute_tx(&mut state, &ctx, index, stx)?;
+        fuel = fuel.saturating_add(receipt.fuel_used);
+        receipts.push(receipt);
     }
     Ok(Executed {
         receipts,
@@ -165,9 +286,45 @@ pub fn execute_block<V: StateView + ?Sized>(
     })
 }
 
+fn execute_tx<V: StateView + Clone + Send + 'static>(
+    state: &mut Overlay<'_, V>,
+    ctx: &BlockCtx<'_>,
+    index: usize,
+    stx: &SignedTransaction,
+) -> Result<Receipt, ExecError> {
+    let mut sender = check_envelope(state, &ctx.env.chain_id, stx, None)
+        .map_err(|reason| ExecError::InvalidTx { index, reason })?;
+    sender.nonce = sender.nonce.next();
+    state.put(StateKey::Account(stx.tx.sender_id()), &sender);
+
+    let checkpoint = state.checkpoint();
+    let mut fuel_used = 0;
+    let (outcome, events) = match apply(state, ctx, &sender, &stx.tx.payload, &mut fuel_used) {
+        Ok(events) => (TxOutcome::Ok, events),
+        Err(ApplyError::Rejected(rejection)) => {
+            state.rollback(checkpoint);
+            (
+                TxOutcome::rejected(rejection.code(), &rejection.to_string()),
+                Vec::new(),
+            )
+        }
+        Err(ApplyError::State(err)) => return Err(ExecError::State(err)),
+        Err(ApplyError::Host(error)) => return Err(ExecError::ContractHost { index, error }),
+    };
+    Ok(Receipt {
+        tx_hash: stx.hash(),
+        height: ctx.env.height,
+        index: u32::try_from(index).unwrap_or(u32::MAX),
+        outcome,
+        events: crate::bounded::BoundedVec::new(events).unwrap_or_default(),
+        fuel_used,
+    })
+}
+
 enum ApplyError {
     Rejected(Rejection),
     State(StateError),
+    Host(ContractError),
 }
 
 impl From<StateError> for ApplyError {
@@ -182,13 +339,109 @@ impl From<Rejection> for ApplyError {
     }
 }
 
-fn apply<V: StateView + ?Sized>(
+fn apply<V: StateView + Clone + Send + 'static>(
     state: &mut Overlay<'_, V>,
+    ctx: &BlockCtx<'_>,
     sender: &Account,
     payload: &Payload,
+    fuel_used: &mut u64,
 ) -> Result<Vec<Event>, ApplyError> {
     match payload {
         Payload::Native(call) => apply_native(state, sender, call),
+        Payload::Call(call) => apply_call(state, ctx, sender, call, fuel_used),
+    }
+}
+
+/// A contract call's view of state: the committed state and the block's writes so far,
+/// lent to the call and taken back after it.
+struct CallView<V> {
+    base: V,
+    changes: Changes,
+}
+
+impl<V: StateView + Send + 'static> ContractStorage for CallView<V> {
+    fn get(&self, contract: &str, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let key = state::contract_key(contract, key);
+        match self.changes.get(&key) {
+            Some(value) => Ok(value.clone()),
+            None => self.base.get(&key).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn seed_at(&self, height: u64) -> Result<Option<[u8; 32]>, String> {
+        kept_seed(&self.base, &self.changes, height)
+            .map(|seed| seed.map(|s| s.0))
+            .map_err(|e| e.to_string())
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
+        self
+    }
+}
+
+fn apply_call<V: StateView + Clone + Send + 'static>(
+    state: &mut Overlay<'_, V>,
+    ctx: &BlockCtx<'_>,
+    sender: &Account,
+    call: &ContractCall,
+    fuel_used: &mut u64,
+) -> Result<Vec<Event>, ApplyError> {
+    let name = call.contract.as_str();
+    let module = ctx
+        .contracts
+        .module(name)
+        .ok_or_else(|| Rejection::UnknownContract(name.to_owned()))?;
+    let context = CallContext {
+        contract: name.to_owned(),
+        caller: sender.key.0,
+        caller_role: sender.role.contract_code(),
+        block_height: ctx.env.height.0,
+        block_time_ms: ctx.env.time.as_millis(),
+        random_seed: ctx.seed.0,
+    };
+    let view = Box::new(CallView {
+        base: state.base().clone(),
+        changes: state.take_changes(),
+    });
+    let Called {
+        storage,
+        fuel_used: fuel,
+        result,
+    } = ctx
+        .contracts
+        .engine()
+        .call(module, context, view, &call.input);
+    *fuel_used = fuel;
+    let view = storage
+        .into_any()
+        .downcast::<CallView<V>>()
+        .map_err(|_| ApplyError::Host(ContractError::Host("storage view lost".into())))?;
+    state.restore_changes(view.changes);
+    match result {
+        Ok(outcome) => {
+            for (key, value) in outcome.writes {
+                state.put_raw(state::contract_key(name, &key), value);
+            }
+            Ok(outcome.events.iter().map(receipt_event).collect())
+        }
+        Err(error) if !error.is_deterministic() => Err(ApplyError::Host(error)),
+        Err(error) => {
+            let (code, reason) = error.receipt_parts();
+            Err(Rejection::Contract { code, reason }.into())
+        }
+    }
+}
+
+/// A contract event as receipts carry it: the SDK encodes key/value pairs; anything else
+/// is kept as hex.
+fn receipt_event(event: &ContractEvent) -> Event {
+    match Vec::<(String, String)>::decode(&event.data) {
+        Ok(pairs) => {
+            let attrs: Vec<(&str, String)> =
+                pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            Event::new(&event.kind, &attrs)
+        }
+        Err(_) => Event::new(&event.kind, &[("data", hex::encode(&event.data))]),
     }
 }
 
@@ -299,12 +552,17 @@ mod tests {
         ChainId::new("test").unwrap()
     }
 
+    fn no_contracts() -> Contracts {
+        Contracts::new().unwrap()
+    }
+
     fn env() -> BlockEnv {
         BlockEnv {
             chain_id: chain(),
             height: Height(1),
             time: Timestamp(1_000),
             prev_block_id: BlockHash::default(),
+            last_commit: None,
         }
     }
 
@@ -350,7 +608,7 @@ mod tests {
             create(&center, 1, &auditor, Role::Auditor),
             create(&hub, 1, &center, Role::Center),
         ];
-        let out = execute_block(&base, &env(), &txs).unwrap();
+        let out = execute_block(&base, &no_contracts(), &env(), &txs).unwrap();
         let outcomes: Vec<_> = out.receipts.iter().map(|r| r.outcome.clone()).collect();
         assert!(outcomes[0].is_ok() && outcomes[1].is_ok());
         assert!(
@@ -421,7 +679,7 @@ mod tests {
             set_validator(&hub, 2, &v1, 0),
             set_validator(&hub, 3, &v2, 0),
         ];
-        let out = execute_block(&base, &env(), &txs).unwrap();
+        let out = execute_block(&base, &no_contracts(), &env(), &txs).unwrap();
         let codes: Vec<_> = out
             .receipts
             .iter()
@@ -455,7 +713,7 @@ mod tests {
             create(&hub, 0, &other, Role::Bidder),
         ];
         assert!(matches!(
-            execute_block(&base, &env(), &replay),
+            execute_block(&base, &no_contracts(), &env(), &replay),
             Err(ExecError::InvalidTx {
                 index: 1,
                 reason: TxInvalid::NonceMismatch { .. }
@@ -463,7 +721,7 @@ mod tests {
         ));
         let stranger = vec![create(&other, 0, &hub, Role::Bidder)];
         assert!(matches!(
-            execute_block(&base, &env(), &stranger),
+            execute_block(&base, &no_contracts(), &env(), &stranger),
             Err(ExecError::InvalidTx {
                 index: 0,
                 reason: TxInvalid::UnknownSender(_)
@@ -472,7 +730,7 @@ mod tests {
         let mut forged = create(&hub, 0, &other, Role::Bidder);
         forged.signature.0[5] ^= 1;
         assert!(matches!(
-            execute_block(&base, &env(), &[forged]),
+            execute_block(&base, &no_contracts(), &env(), &[forged]),
             Err(ExecError::InvalidTx {
                 index: 0,
                 reason: TxInvalid::BadSignature
@@ -494,8 +752,8 @@ mod tests {
                 )
             })
             .collect();
-        let a = execute_block(&base, &env(), &txs).unwrap();
-        let b = execute_block(&base, &env(), &txs).unwrap();
+        let a = execute_block(&base, &no_contracts(), &env(), &txs).unwrap();
+        let b = execute_block(&base, &no_contracts(), &env(), &txs).unwrap();
         assert_eq!(a.receipts, b.receipts);
         assert_eq!(a.changes, b.changes);
     }

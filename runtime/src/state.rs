@@ -41,6 +41,11 @@ impl StateView for BTreeMap<Vec<u8>, Vec<u8>> {
 pub enum StateKey {
     Account(AccountId),
     ValidatorSet,
+    /// The validator set that signed the latest block: it checks the next block's
+    /// `last_commit`.
+    LastSigners,
+    /// The seed of a recent block, `(Height, Hash)`, in a ring of slots by height.
+    Seed(u8),
 }
 
 impl StateKey {
@@ -48,8 +53,19 @@ impl StateKey {
         match self {
             StateKey::Account(id) => [&[b'a'][..], &id.0.0].concat(),
             StateKey::ValidatorSet => b"v".to_vec(),
+            StateKey::LastSigners => b"l".to_vec(),
+            StateKey::Seed(slot) => vec![b's', slot],
         }
     }
+}
+
+/// The state key of `contract`'s storage entry `key`: a prefix byte, the name's length and
+/// the name, so that no two contracts' keys meet.
+pub fn contract_key(contract: &str, key: &[u8]) -> Vec<u8> {
+    let name = contract.as_bytes();
+    // Contract names are bounded far below 256 bytes (tx::MAX_CONTRACT_NAME_LEN).
+    let len = u8::try_from(name.len()).unwrap_or(u8::MAX);
+    [&[b'c', len][..], name, key].concat()
 }
 
 /// An account: its key, role and next nonce.
@@ -89,6 +105,25 @@ impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
     pub fn get<T: Decode<()>>(&self, key: StateKey) -> Result<Option<T>, StateError> {
         let raw = key.to_bytes();
         decode_entry(&raw, self.get_raw(&raw)?)
+    }
+
+    pub fn base(&self) -> &'a V {
+        self.base
+    }
+
+    /// Writes raw bytes (`None` deletes).
+    pub fn put_raw(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.changes.insert(key, value);
+    }
+
+    /// Moves the pending writes out (to lend them to a contract call) ...
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// ... and back.
+    pub fn restore_changes(&mut self, changes: Changes) {
+        self.changes = changes;
     }
 
     pub fn put<T: Encode>(&mut self, key: StateKey, value: &T) {

@@ -3,7 +3,7 @@
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
-use crate::bounded::BoundedString;
+use crate::bounded::{BoundedBytes, BoundedString};
 use crate::codec::{self, CodecError};
 use crate::crypto::{CryptoError, Keypair, PublicKey, Signature};
 use crate::hash::Hash;
@@ -15,6 +15,11 @@ use crate::validator::MAX_VALIDATOR_NAME_LEN;
 pub const MAX_TX_BYTES: usize = 64 * 1024;
 /// The longest account label (a pseudonymous, human-readable tag such as "center-nanjing").
 pub const MAX_LABEL_LEN: usize = 64;
+
+/// The longest contract name (`tender`, `experts`, `archive`).
+pub const MAX_CONTRACT_NAME_LEN: usize = 32;
+/// The largest contract call input (the host's own bound).
+pub const MAX_CALL_INPUT_BYTES: usize = crate::contract::MAX_INPUT_BYTES;
 
 /// Domain tag of the bytes a sender signs.
 const TX_SIGN_DOMAIN: &[u8] = b"bidchain/tx/v1\0";
@@ -55,6 +60,18 @@ impl Role {
             Role::Hub => true,
             Role::Center => matches!(role, Role::Tenderer | Role::Bidder),
             Role::Tenderer | Role::Bidder | Role::Auditor => false,
+        }
+    }
+
+    /// The role as contracts see it (`bidchain_trading::roles`).
+    pub fn contract_code(self) -> i32 {
+        use bidchain_trading::roles;
+        match self {
+            Role::Hub => roles::HUB,
+            Role::Center => roles::CENTER,
+            Role::Tenderer => roles::TENDERER,
+            Role::Bidder => roles::BIDDER,
+            Role::Auditor => roles::AUDITOR,
         }
     }
 
@@ -111,10 +128,29 @@ pub enum NativeCall {
     },
 }
 
-/// What a transaction asks for. Contract calls join as their own variant.
+/// A call of a contract genesis pins: its name and its input (the contract's own
+/// encoding, `bidchain-trading`'s for the trading contracts).
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, Deserialize)]
+pub struct ContractCall {
+    pub contract: BoundedString<MAX_CONTRACT_NAME_LEN>,
+    pub input: BoundedBytes<MAX_CALL_INPUT_BYTES>,
+}
+
+/// What a transaction asks for.
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, Serialize, Deserialize)]
 pub enum Payload {
     Native(NativeCall),
+    Call(ContractCall),
+}
+
+impl Payload {
+    /// A call of `contract` with `input`.
+    pub fn call(contract: &str, input: Vec<u8>) -> Result<Payload, crate::bounded::BoundError> {
+        Ok(Payload::Call(ContractCall {
+            contract: BoundedString::new(contract)?,
+            input: BoundedBytes::new(input)?,
+        }))
+    }
 }
 
 /// The signed part of a transaction.

@@ -57,7 +57,7 @@ fn arb_tx() -> impl Strategy<Value = SignedTransaction> {
 }
 
 fn arb_header() -> impl Strategy<Value = Header> {
-    (any::<u64>(), any::<u64>(), any::<[[u8; 32]; 7]>()).prop_map(|(h, t, hs)| Header {
+    (any::<u64>(), any::<u64>(), any::<[[u8; 32]; 8]>()).prop_map(|(h, t, hs)| Header {
         chain_id: ChainId::new("prop").unwrap(),
         height: Height(h),
         time: Timestamp(t),
@@ -68,6 +68,7 @@ fn arb_header() -> impl Strategy<Value = Header> {
         validators_hash: Hash(hs[4]),
         next_validators_hash: Hash(hs[5]),
         proposer: PublicKey(hs[6]),
+        last_commit_hash: Hash(hs[7]),
     })
 }
 
@@ -85,7 +86,7 @@ proptest! {
 
     #[test]
     fn block_round_trips(header in arb_header(), txs in prop::collection::vec(arb_tx(), 0..8)) {
-        let block = Block { header, txs: BoundedVec::new(txs).unwrap() };
+        let block = Block { header, txs: BoundedVec::new(txs).unwrap(), last_commit: None };
         let bytes = block.encode();
         prop_assert_eq!(Block::decode(&bytes).unwrap(), block);
     }

@@ -72,14 +72,10 @@ impl Net {
     async fn wait_height(&self, nodes: &[usize], height: u64, within: Duration) {
         let deadline = Instant::now() + within;
         for &i in nodes {
-            while self.height(i).await < height {
-                assert!(
-                    Instant::now() < deadline,
-                    "node {i} did not reach height {height} within {within:?} (at {}); log {}",
-                    self.height(i).await,
-                    self.net.log_path(i).unwrap().display()
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(err) = self.client(i).wait_height(Height(height), left).await {
+                let log = self.net.log_path(i).unwrap();
+                panic!("node {i}: {err:#}; log {}", log.display());
             }
         }
     }

@@ -1,0 +1,276 @@
+//! The contract side of the host ABI (see `runtime/src/contract.rs` for the host side).
+//! A contract is a function from its call input to `Result<(), Refusal>`, registered with
+//! [`entry!`]; state, caller, block and seed come from the functions here.
+//!
+//! Memory: a bump allocator that never frees. Each call runs in a fresh instance, so a
+//! call's memory is gone when it returns; the host bounds how far it may grow.
+
+#![no_std]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+pub use bidchain_trading as trading;
+use bidchain_trading::{AccountKey, Decode, Digest, Encode, Refusal};
+
+#[cfg(target_arch = "wasm32")]
+mod wasm {
+    use core::alloc::{GlobalAlloc, Layout};
+    use core::cell::Cell;
+
+    const PAGE_BYTES: usize = 65_536;
+
+    struct Bump {
+        next: Cell<usize>,
+        end: Cell<usize>,
+    }
+
+    // One thread: wasm32-unknown-unknown without the threads feature.
+    unsafe impl Sync for Bump {}
+
+    unsafe impl GlobalAlloc for Bump {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if self.end.get() == 0 {
+                let top = core::arch::wasm32::memory_size(0) * PAGE_BYTES;
+                self.next.set(top);
+                self.end.set(top);
+            }
+            let align = layout.align();
+            let start = (self.next.get() + align - 1) & !(align - 1);
+            let Some(new_next) = start.checked_add(layout.size()) else {
+                return core::ptr::null_mut();
+            };
+            if new_next > self.end.get() {
+                let pages = (new_next - self.end.get()).div_ceil(PAGE_BYTES);
+                if core::arch::wasm32::memory_grow(0, pages) == usize::MAX {
+                    return core::ptr::null_mut();
+                }
+                self.end.set(self.end.get() + pages * PAGE_BYTES);
+            }
+            self.next.set(new_next);
+            start as *mut u8
+        }
+
+        unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {}
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Bump = Bump {
+        next: Cell::new(0),
+        end: Cell::new(0),
+    };
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        let message = alloc::format!("contract_panic: {}", info.message());
+        super::abort(&message)
+    }
+}
+
+mod host {
+    #[link(wasm_import_module = "env")]
+    unsafe extern "C" {
+        pub fn storage_get(key: *const u8, key_len: i32, out: *mut u8, out_cap: i32) -> i32;
+        pub fn storage_get_from(
+            contract: *const u8,
+            contract_len: i32,
+            key: *const u8,
+            key_len: i32,
+            out: *mut u8,
+            out_cap: i32,
+        ) -> i32;
+        pub fn storage_set(key: *const u8, key_len: i32, value: *const u8, value_len: i32);
+        pub fn storage_delete(key: *const u8, key_len: i32);
+        pub fn caller(out: *mut u8);
+        pub fn caller_role() -> i32;
+        pub fn block_height() -> i64;
+        pub fn block_time_ms() -> i64;
+        pub fn random_seed(out: *mut u8);
+        pub fn seed_at(height: i64, out: *mut u8) -> i32;
+        pub fn sha256(data: *const u8, len: i32, out: *mut u8);
+        pub fn emit_event(kind: *const u8, kind_len: i32, data: *const u8, data_len: i32);
+        pub fn set_output(data: *const u8, len: i32);
+        pub fn abort(msg: *const u8, msg_len: i32) -> !;
+    }
+}
+
+fn len_i32(bytes: &[u8]) -> i32 {
+    // The host refuses anything near this size anyway.
+    i32::try_from(bytes.len()).unwrap_or(i32::MAX)
+}
+
+/// Reads with a first guess at the size, then once more with the exact size.
+fn read_value(read: impl Fn(*mut u8, i32) -> i32) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    let len = read(buf.as_mut_ptr(), len_i32(&buf));
+    let len = usize::try_from(len).ok()?;
+    if len > buf.len() {
+        buf = vec![0u8; len];
+        read(buf.as_mut_ptr(), len_i32(&buf));
+    }
+    buf.truncate(len);
+    Some(buf)
+}
+
+/// This contract's value at `key`.
+pub fn get(key: &[u8]) -> Option<Vec<u8>> {
+    read_value(|out, cap| unsafe { host::storage_get(key.as_ptr(), len_i32(key), out, cap) })
+}
+
+/// Another contract's value at `key` (read-only).
+pub fn get_from(contract: &str, key: &[u8]) -> Option<Vec<u8>> {
+    read_value(|out, cap| unsafe {
+        host::storage_get_from(
+            contract.as_ptr(),
+            len_i32(contract.as_bytes()),
+            key.as_ptr(),
+            len_i32(key),
+            out,
+            cap,
+        )
+    })
+}
+
+fn decode_stored<T: Decode>(key: &[u8], bytes: Option<Vec<u8>>) -> Result<Option<T>, Refusal> {
+    bytes
+        .map(|b| T::decode(&b))
+        .transpose()
+        .map_err(|e| Refusal::new("corrupt_state", alloc::format!("entry {key:?}: {e}")))
+}
+
+pub fn load<T: Decode>(key: &[u8]) -> Result<Option<T>, Refusal> {
+    decode_stored(key, get(key))
+}
+
+pub fn load_from<T: Decode>(contract: &str, key: &[u8]) -> Result<Option<T>, Refusal> {
+    decode_stored(key, get_from(contract, key))
+}
+
+pub fn store<T: Encode>(key: &[u8], value: &T) {
+    let bytes = value.encode();
+    unsafe { host::storage_set(key.as_ptr(), len_i32(key), bytes.as_ptr(), len_i32(&bytes)) }
+}
+
+pub fn delete(key: &[u8]) {
+    unsafe { host::storage_delete(key.as_ptr(), len_i32(key)) }
+}
+
+pub fn caller() -> AccountKey {
+    let mut out = [0u8; 32];
+    unsafe { host::caller(out.as_mut_ptr()) };
+    AccountKey(out)
+}
+
+/// See `bidchain_trading::roles`.
+pub fn caller_role() -> i32 {
+    unsafe { host::caller_role() }
+}
+
+pub fn block_height() -> u64 {
+    unsafe { host::block_height() as u64 }
+}
+
+pub fn block_time_ms() -> u64 {
+    unsafe { host::block_time_ms() as u64 }
+}
+
+/// The block's seed: unknown before the block, the same on every validator.
+pub fn random_seed() -> Digest {
+    let mut out = [0u8; 32];
+    unsafe { host::random_seed(out.as_mut_ptr()) };
+    Digest(out)
+}
+
+/// The seed of the block at `height`, while the chain keeps it (the last 256 blocks).
+pub fn seed_at(height: u64) -> Option<Digest> {
+    let mut out = [0u8; 32];
+    let height = i64::try_from(height).ok()?;
+    match unsafe { host::seed_at(height, out.as_mut_ptr()) } {
+        0 => Some(Digest(out)),
+        _ => None,
+    }
+}
+
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    unsafe { host::sha256(data.as_ptr(), len_i32(data), out.as_mut_ptr()) };
+    out
+}
+
+/// Emits an event into the receipt: a kind and key/value attributes in words.
+pub fn emit(kind: &str, attributes: &[(&str, String)]) {
+    let pairs: Vec<(String, String)> = attributes
+        .iter()
+        .map(|(k, v)| (String::from(*k), v.clone()))
+        .collect();
+    let data = pairs.encode();
+    unsafe {
+        host::emit_event(
+            kind.as_ptr(),
+            len_i32(kind.as_bytes()),
+            data.as_ptr(),
+            len_i32(&data),
+        )
+    }
+}
+
+pub fn set_output(bytes: &[u8]) {
+    unsafe { host::set_output(bytes.as_ptr(), len_i32(bytes)) }
+}
+
+/// Stops the call: nothing it wrote is kept, and `message` is the receipt's reason.
+pub fn abort(message: &str) -> ! {
+    unsafe { host::abort(message.as_ptr(), len_i32(message.as_bytes())) }
+}
+
+/// Requires the caller to hold `role` (a `bidchain_trading::roles` value).
+pub fn require_role(role: i32, action: &str) -> Result<(), Refusal> {
+    let held = caller_role();
+    if held == role {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        "not_permitted",
+        alloc::format!(
+            "a {} account may not {action}; only a {} may",
+            bidchain_trading::roles::name(held),
+            bidchain_trading::roles::name(role)
+        ),
+    ))
+}
+
+/// The input buffer: the host writes the call input here.
+pub fn alloc_input(len: i32) -> i32 {
+    let len = usize::try_from(len).unwrap_or(0);
+    let buf: &'static mut [u8] = Vec::leak(vec![0u8; len]);
+    buf.as_mut_ptr() as i32
+}
+
+/// Runs `handler` on the input at `ptr`; a refusal aborts the call with its message.
+pub fn dispatch(ptr: i32, len: i32, handler: fn(&[u8]) -> Result<(), Refusal>) {
+    let len = usize::try_from(len).unwrap_or(0);
+    // The host wrote exactly `len` bytes at `ptr`, which `alloc_input` returned.
+    let input = unsafe { core::slice::from_raw_parts(ptr as *const u8, len) };
+    if let Err(refusal) = handler(input) {
+        abort(&refusal.message());
+    }
+}
+
+/// Defines the module's `alloc` and `call` exports around `handler`.
+#[macro_export]
+macro_rules! entry {
+    ($handler:path) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn alloc(len: i32) -> i32 {
+            $crate::alloc_input(len)
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn call(ptr: i32, len: i32) {
+            $crate::dispatch(ptr, len, $handler)
+        }
+    };
+}
