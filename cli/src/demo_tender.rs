@@ -486,7 +486,9 @@ pub async fn run(client: &Client, p: &TradingParties<'_>, first_step: u32) -> Re
         .contract_state(names::TENDER, &tender::keys::tender(&id1))
         .await?
         .context("tender missing")?;
-    let reveal_end = opened.reveal_end_ms().context("the tender has no opening time")?;
+    let reveal_end = opened
+        .reveal_end_ms()
+        .context("the tender has no opening time")?;
     wait_until(reveal_end, "the end of the decryption window").await;
     let r = send_one(
         client,
