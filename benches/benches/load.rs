@@ -1,0 +1,561 @@
+//! The end-to-end load benchmark: a local network of validator processes on this machine,
+//! driven open-loop with signed bid transactions (sealed-bid submissions, then
+//! replacements) through the nodes' HTTP APIs.
+//!
+//! Reports, over a measurement window after a warm-up: committed tx/s, submit→commit
+//! latency p50/p90/p99 (every 20th transaction; commit time = when node 0 first reports
+//! the height that holds it, polled every 10 ms), CPU (% of one core) and peak memory per
+//! node, and bytes on disk per committed transaction.
+//!
+//! cargo build --release --workspace --all-targets && cargo bench --workspace --bench load
+//!
+//! Settings (environment): `LOAD_VALIDATORS` (4), `LOAD_RATE` offered tx/s (2000; 0 = as
+//! fast as the nodes admit), `LOAD_SECONDS` measured (60), `LOAD_WARMUP_SECONDS` (10),
+//! `LOAD_MIX` `bids` | `accounts` | `mixed` (bids), `LOAD_BIDDERS` (400). Needs the release
+//! `bidchain` binary (or `BIDCHAIN_BIN`). Writes `$CARGO_TARGET_DIR/bench-results/load.json`
+//! (or `$BENCH_OUT`) and prints a one-line summary.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bidchain_cli::client::{Client, Refused};
+use bidchain_cli::localnet::{Localnet, LocalnetSpec};
+use bidchain_cli::process::{NodeProcess, locate_bidchain};
+use bidchain_cli::trading::{self, contract_names as names};
+use bidchain_genesis::ConsensusParams;
+use bidchain_node::testing::create_account_tx_on;
+use bidchain_runtime::crypto::Keypair;
+use bidchain_runtime::ids::{ChainId, Height, Nonce};
+use bidchain_runtime::time::Timestamp;
+use bidchain_runtime::tx::{Role, SignedTransaction, TxHash};
+use bidchain_trading::tender::{TenderCall, TenderParams};
+use bidchain_trading::{Label, TenderId};
+
+/// Every `SAMPLE_EVERY`th transaction's latency is measured.
+const SAMPLE_EVERY: usize = 20;
+/// Submissions in flight per validator API before the sender waits (then the offered rate
+/// is not met, and the report says so).
+const MAX_IN_FLIGHT_PER_NODE: usize = 512;
+const TENDERS: usize = 4;
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mix {
+    Bids,
+    Accounts,
+    Mixed,
+}
+
+struct Settings {
+    validators: usize,
+    rate: u64,
+    seconds: u64,
+    warmup_seconds: u64,
+    mix: Mix,
+    bidders: usize,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let mix = match std::env::var("LOAD_MIX").as_deref() {
+            Ok("accounts") => Mix::Accounts,
+            Ok("mixed") => Mix::Mixed,
+            _ => Mix::Bids,
+        };
+        Settings {
+            validators: env("LOAD_VALIDATORS", 4),
+            rate: env("LOAD_RATE", 2_000),
+            seconds: env("LOAD_SECONDS", 60),
+            warmup_seconds: env("LOAD_WARMUP_SECONDS", 10),
+            mix,
+            bidders: env("LOAD_BIDDERS", 400),
+        }
+    }
+
+    /// Transactions signed up front: the offered rate over the whole run, or a fixed
+    /// supply when sending as fast as admitted.
+    fn total_txs(&self) -> usize {
+        let rate = if self.rate == 0 { 4_000 } else { self.rate };
+        (rate * (self.seconds + self.warmup_seconds)) as usize
+    }
+}
+
+/// One bidder and what it has sent.
+struct Bidder {
+    key: Keypair,
+    nonce: u64,
+    submitted: [bool; TENDERS],
+}
+
+fn tender_id(t: usize) -> TenderId {
+    TenderId::new(&format!("LOAD-{t}")).unwrap()
+}
+
+/// A bid transaction of `bidder` on tender `t`: its first submission there, then
+/// replacements (each one a new sealed bid, as a bidder revising its price would send).
+fn bid_tx(chain: &ChainId, bidder: &mut Bidder, t: usize, serial: usize) -> SignedTransaction {
+    let id = tender_id(t);
+    let content = format!("bid {serial}").into_bytes();
+    let bid = trading::sealed_bid(
+        &bidder.key,
+        &id,
+        &trading::sha256(&content),
+        trading::sha256(&[b"enc:".as_slice(), &content].concat()),
+        trading::fingerprints(&format!("m{serial}"), &format!("c{serial}"), "", ""),
+    );
+    let call = if bidder.submitted[t] {
+        TenderCall::Replace { tender: id, bid }
+    } else {
+        bidder.submitted[t] = true;
+        TenderCall::Submit { tender: id, bid }
+    };
+    let nonce = Nonce(bidder.nonce);
+    bidder.nonce += 1;
+    trading::call_tx(chain, &bidder.key, nonce, names::TENDER, &call).unwrap()
+}
+
+/// Signs the whole load up front, so that signing does not compete with the nodes for
+/// the CPU during the measurement. Transactions of one sender go to one node, in order.
+fn sign_load(
+    settings: &Settings,
+    chain: &ChainId,
+    bidders: &mut [Bidder],
+    openers: &mut [Bidder],
+) -> Vec<Vec<SignedTransaction>> {
+    let mut per_node: Vec<Vec<SignedTransaction>> = vec![Vec::new(); settings.validators];
+    let per_node_bidders = bidders.len() / settings.validators;
+    for serial in 0..settings.total_txs() {
+        let node = serial % settings.validators;
+        let account_tx = match settings.mix {
+            Mix::Bids => false,
+            Mix::Accounts => true,
+            Mix::Mixed => serial % 10 == 0,
+        };
+        let tx = if account_tx {
+            // Each node's validator account (the hub or a center) opens bidder accounts
+            // through its own node, so one sender's nonces arrive in order.
+            let opener = &mut openers[node];
+            let nonce = Nonce(opener.nonce);
+            opener.nonce += 1;
+            create_account_tx_on(
+                chain,
+                &opener.key,
+                nonce,
+                &Keypair::generate(),
+                Role::Bidder,
+            )
+        } else {
+            let round = serial / settings.validators;
+            let b = node * per_node_bidders + round % per_node_bidders;
+            bid_tx(chain, &mut bidders[b], round % TENDERS, serial)
+        };
+        per_node[node].push(tx);
+    }
+    per_node
+}
+
+/// Wall time when node 0 first reported each height.
+type Seen = Arc<Mutex<BTreeMap<u64, Instant>>>;
+
+async fn watch_heights(client: Client, seen: Seen, stop: Arc<std::sync::atomic::AtomicBool>) {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok(status) = client.status().await {
+            seen.lock()
+                .unwrap()
+                .entry(status.height.0)
+                .or_insert_with(Instant::now);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+struct Sent {
+    /// (hash, node, submit time) of the sampled transactions.
+    samples: Vec<(TxHash, usize, Instant)>,
+    refused: BTreeMap<String, u64>,
+    sent: u64,
+}
+
+/// Sends each node's transactions at `rate / validators` per second (open loop: a
+/// submission does not wait for the previous answer), or as fast as admitted.
+async fn send_load(
+    settings: &Settings,
+    nodes: &[NodeProcess],
+    load: Vec<Vec<SignedTransaction>>,
+) -> Sent {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (node, txs) in load.into_iter().enumerate() {
+        let client = nodes[node].client.clone();
+        let per_node_rate = settings.rate as f64 / settings.validators as f64;
+        tasks.push(tokio::spawn(async move {
+            let gate = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_NODE));
+            let refused = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+            let mut samples = Vec::new();
+            let mut inflight = Vec::new();
+            for (i, tx) in txs.into_iter().enumerate() {
+                if per_node_rate > 0.0 {
+                    let due = start + Duration::from_secs_f64(i as f64 / per_node_rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let permit = gate.clone().acquire_owned().await.unwrap();
+                if i % SAMPLE_EVERY == 0 {
+                    samples.push((tx.hash(), node, Instant::now()));
+                }
+                let (client, refused) = (client.clone(), refused.clone());
+                inflight.push(tokio::spawn(async move {
+                    if let Err(err) = client.submit(&tx).await {
+                        let code = err
+                            .downcast_ref::<Refused>()
+                            .map_or_else(|| "transport".to_owned(), |r| r.code.clone());
+                        *refused.lock().unwrap().entry(code).or_default() += 1;
+                    }
+                    drop(permit);
+                }));
+            }
+            let sent = inflight.len() as u64;
+            for task in inflight {
+                task.await.unwrap();
+            }
+            let refused = refused.lock().unwrap().clone();
+            (samples, refused, sent)
+        }));
+    }
+    let mut out = Sent {
+        samples: Vec::new(),
+        refused: BTreeMap::new(),
+        sent: 0,
+    };
+    for task in tasks {
+        let (samples, refused, sent) = task.await.unwrap();
+        out.samples.extend(samples);
+        for (code, n) in refused {
+            *out.refused.entry(code).or_default() += n;
+        }
+        out.sent += sent;
+    }
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// utime + stime of a process, in clock ticks (1/100 s on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|l| l.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        / 1024
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+async fn committed_total(client: &Client) -> u64 {
+    let url = format!("{}/metrics", client.base());
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("bidchain_txs_committed_total")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Accounts, units and tenders the load needs, committed before it starts.
+async fn set_up(net: &Localnet, client: &Client, bidders: &[Bidder], center: &mut Bidder) {
+    let hub = net.key(0).unwrap();
+    let chain = &net.genesis.chain_id;
+    let tx = create_account_tx_on(chain, &hub, Nonce(0), &center.key, Role::Center);
+    client.submit(&tx).await.unwrap();
+    client
+        .wait_included(&tx.hash(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut txs = Vec::new();
+    for b in bidders {
+        txs.push(create_account_tx_on(
+            chain,
+            &center.key,
+            Nonce(center.nonce),
+            &b.key,
+            Role::Bidder,
+        ));
+        center.nonce += 1;
+    }
+    for (i, b) in bidders.iter().enumerate() {
+        let call = TenderCall::RegisterBidder {
+            bidder: trading::account_key(&b.key.public()),
+            unit: trading::unit_id(&format!("load-unit-{i}")),
+        };
+        txs.push(
+            trading::call_tx(
+                chain,
+                &center.key,
+                Nonce(center.nonce),
+                names::TENDER,
+                &call,
+            )
+            .unwrap(),
+        );
+        center.nonce += 1;
+    }
+    let now = Timestamp::from_system(SystemTime::now()).as_millis();
+    let label = |t: &str| Label::new(t).unwrap();
+    for t in 0..TENDERS {
+        let params = TenderParams {
+            id: tender_id(t),
+            document_hash: trading::sha256(b"load tender"),
+            category: label("construction"),
+            region: label("nanjing"),
+            tenderer_unit: trading::unit_id("load-tenderer"),
+            deadline_ms: now + 6 * 3_600_000,
+            opening_ms: now + 6 * 3_600_000,
+            decryption_window_ms: 3_600_000,
+            min_bidders: 3,
+            expert_count: 5,
+            alternates: 2,
+            expert_categories: vec![label("construction")],
+            remote: false,
+        };
+        txs.push(
+            trading::call_tx(
+                chain,
+                &center.key,
+                Nonce(center.nonce),
+                names::TENDER,
+                &TenderCall::Create(params),
+            )
+            .unwrap(),
+        );
+        center.nonce += 1;
+    }
+    for tx in &txs {
+        client.submit(tx).await.unwrap();
+    }
+    let last = txs.last().unwrap();
+    client
+        .wait_included(&last.hash(), Duration::from_secs(120))
+        .await
+        .unwrap();
+}
+
+async fn run(settings: Settings) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = LocalnetSpec::new(settings.validators, 0);
+    spec.base_port = 0;
+    spec.chain_id = "bidchain-load".to_owned();
+    spec.consensus = ConsensusParams {
+        block_interval_ms: 100,
+        ..ConsensusParams::default()
+    };
+    let mut net = Localnet::create_or_load(&dir.path().join("net"), &spec).unwrap();
+    let bin = locate_bidchain().unwrap();
+    let nodes = net.start_all(&bin).await.unwrap();
+    let client = nodes[0].client.clone();
+    client
+        .wait_height(Height(1), Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    let mut center = Bidder {
+        key: Keypair::generate(),
+        nonce: 0,
+        submitted: [false; TENDERS],
+    };
+    let mut bidders: Vec<Bidder> = (0..settings.bidders)
+        .map(|_| Bidder {
+            key: Keypair::generate(),
+            nonce: 0,
+            submitted: [false; TENDERS],
+        })
+        .collect();
+    set_up(&net, &client, &bidders, &mut center).await;
+    let signing = Instant::now();
+    // The hub's nonce 0 opened the center.
+    let mut openers: Vec<Bidder> = (0..settings.validators)
+        .map(|i| Bidder {
+            key: net.key(i).unwrap(),
+            nonce: u64::from(i == 0),
+            submitted: [false; TENDERS],
+        })
+        .collect();
+    let load = sign_load(&settings, &net.genesis.chain_id, &mut bidders, &mut openers);
+    println!(
+        "signed {} txs in {:.1} s",
+        settings.total_txs(),
+        signing.elapsed().as_secs_f64()
+    );
+
+    let seen: Seen = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = tokio::spawn(watch_heights(client.clone(), seen.clone(), stop.clone()));
+    let pids: Vec<u32> = nodes.iter().map(NodeProcess::pid).collect();
+    let window = {
+        let (client, pids, warmup, seconds) = (
+            client.clone(),
+            pids.clone(),
+            settings.warmup_seconds,
+            settings.seconds,
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(warmup)).await;
+            let (c0, cpu0, t0) = (
+                committed_total(&client).await,
+                pids.iter().map(|p| cpu_ticks(*p)).collect::<Vec<_>>(),
+                Instant::now(),
+            );
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            let (c1, cpu1, t1) = (
+                committed_total(&client).await,
+                pids.iter().map(|p| cpu_ticks(*p)).collect::<Vec<_>>(),
+                Instant::now(),
+            );
+            let secs = (t1 - t0).as_secs_f64();
+            let cpu: Vec<f64> = cpu0
+                .iter()
+                .zip(&cpu1)
+                .map(|(a, b)| (b - a) as f64 / secs)
+                .collect();
+            ((c1 - c0) as f64 / secs, cpu)
+        })
+    };
+    let sent = send_load(&settings, &nodes, load).await;
+    let (committed_per_s, cpu_percent) = window.await.unwrap();
+    // Let the tail commit, then measure latency of the samples.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    watcher.await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let mut latencies_ms = Vec::new();
+    let mut uncommitted = 0u64;
+    for (hash, node, submitted) in &sent.samples {
+        let answer = nodes[*node].client.tx(hash).await;
+        let height = answer.ok().and_then(|a| a.height);
+        let committed = height.and_then(|h| seen.range(h.0..).next().map(|(_, t)| *t));
+        match committed {
+            Some(at) => {
+                latencies_ms.push(at.saturating_duration_since(*submitted).as_secs_f64() * 1000.0)
+            }
+            None => uncommitted += 1,
+        }
+    }
+    latencies_ms.sort_by(f64::total_cmp);
+    let total_committed = committed_total(&client).await;
+    let disk: Vec<u64> = net
+        .nodes
+        .iter()
+        .map(|n| dir_bytes(&n.home.join("data")))
+        .collect();
+    let bytes_per_tx =
+        disk.iter().sum::<u64>() as f64 / disk.len() as f64 / total_committed.max(1) as f64;
+    let peak_mib: Vec<u64> = pids.iter().map(|p| peak_rss_mib(*p)).collect();
+    let (p50, p90, p99) = (
+        percentile(&latencies_ms, 50.0),
+        percentile(&latencies_ms, 90.0),
+        percentile(&latencies_ms, 99.0),
+    );
+    println!(
+        "load {} validators, {:?}, offered {} tx/s: committed {committed_per_s:.0} tx/s over {} s; \
+         latency p50 {p50:.0} ms p90 {p90:.0} ms p99 {p99:.0} ms ({} samples, {uncommitted} not committed); \
+         CPU per node {:?} % of a core; peak RSS {:?} MiB; {bytes_per_tx:.0} bytes on disk per tx; refused {:?}",
+        settings.validators,
+        settings.mix,
+        settings.rate,
+        settings.seconds,
+        latencies_ms.len(),
+        cpu_percent
+            .iter()
+            .map(|c| c.round() as u64)
+            .collect::<Vec<_>>(),
+        peak_mib,
+        sent.refused,
+    );
+    let mut nodes = nodes;
+    for node in &mut nodes {
+        node.stop().await.unwrap();
+    }
+    serde_json::json!({
+        "validators": settings.validators,
+        "mix": format!("{:?}", settings.mix).to_lowercase(),
+        "offered_txs_per_s": settings.rate,
+        "measured_seconds": settings.seconds,
+        "warmup_seconds": settings.warmup_seconds,
+        "sent": sent.sent,
+        "refused": sent.refused,
+        "committed_txs_per_s": committed_per_s,
+        "commit_latency_ms_p50": p50,
+        "commit_latency_ms_p90": p90,
+        "commit_latency_ms_p99": p99,
+        "latency_samples": latencies_ms.len(),
+        "samples_not_committed": uncommitted,
+        "cpu_percent_of_core_per_node": cpu_percent,
+        "peak_rss_mib_per_node": peak_mib,
+        "disk_bytes_per_node": disk,
+        "disk_bytes_per_committed_tx": bytes_per_tx,
+        "committed_txs_total": total_committed,
+    })
+}
+
+fn main() {
+    let settings = Settings::from_env();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = runtime.block_on(run(settings));
+    let out = bidchain_benches::write_result("load", result).unwrap();
+    println!("wrote {out}");
+}
