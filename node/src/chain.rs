@@ -11,7 +11,7 @@ use bidchain_runtime::contract::Contracts;
 use bidchain_runtime::crypto::PublicKey;
 use bidchain_runtime::execute::{self, BlockEnv, ExecError, Executed, TxInvalid};
 use bidchain_runtime::hash::Hash;
-use bidchain_runtime::ids::{ChainId, Height};
+use bidchain_runtime::ids::{AccountId, ChainId, Height, Nonce};
 use bidchain_runtime::merkle;
 use bidchain_runtime::receipt::Receipt;
 use bidchain_runtime::state::{self, Overlay, StateError, StateKey};
@@ -133,7 +133,7 @@ impl Chain {
     /// invalid since admission (their nonce was used meanwhile) are left out.
     pub fn build_proposal(
         &self,
-        mut candidates: Vec<SignedTransaction>,
+        candidates: Vec<SignedTransaction>,
         time: Timestamp,
         proposer: PublicKey,
     ) -> Result<Proposal, ChainError> {
@@ -147,6 +147,8 @@ impl Chain {
             ),
         };
         let env = self.env(&tip, time, last_commit);
+        // Stale nonces are dropped up front: each one found by execution costs a re-run.
+        let mut candidates = self.in_nonce_order(candidates)?;
         let executed = loop {
             match execute::execute_block(&self.storage, &self.contracts, &env, &candidates) {
                 Ok(executed) => break executed,
@@ -174,6 +176,32 @@ impl Chain {
             },
             executed,
         })
+    }
+
+    /// The candidates whose nonces follow their sender's committed nonce without a gap,
+    /// in their order (a mempool may still hold transactions a block just used).
+    fn in_nonce_order(
+        &self,
+        candidates: Vec<SignedTransaction>,
+    ) -> Result<Vec<SignedTransaction>, ChainError> {
+        let state = Overlay::new(&self.storage);
+        let mut next: std::collections::BTreeMap<AccountId, Nonce> = Default::default();
+        let mut kept = Vec::with_capacity(candidates.len());
+        for stx in candidates {
+            let sender = stx.tx.sender_id();
+            let expected = match next.get(&sender) {
+                Some(nonce) => *nonce,
+                None => match state.account(sender)? {
+                    Some(account) => account.nonce,
+                    None => continue,
+                },
+            };
+            if stx.tx.nonce == expected {
+                next.insert(sender, expected.next());
+                kept.push(stx);
+            }
+        }
+        Ok(kept)
     }
 
     fn env(&self, tip: &Tip, time: Timestamp, last_commit: Option<CommitCertificate>) -> BlockEnv {

@@ -20,7 +20,6 @@ use bidchain_consensus::{
 };
 use bidchain_runtime::block::{Block, BlockHash, CommitCertificate};
 use bidchain_runtime::crypto::Keypair;
-use bidchain_runtime::execute::verify_signatures;
 use bidchain_runtime::ids::Height;
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::{SignedTransaction, TxHash};
@@ -28,7 +27,7 @@ use bidchain_runtime::validator::ValidatorSet;
 
 use crate::chain::{ChainError, Proposal, Tip};
 use crate::net::{Inbox, MAX_TX_BATCH_BYTES, NetMessage, Transport, ValidatorIndex};
-use crate::shared::{Shared, TxSource};
+use crate::shared::Shared;
 
 /// How often a validator sends again what it holds of the current height (the paper's
 /// gossip assumption, §2), so a lost message is not lost for good.
@@ -535,18 +534,10 @@ impl Driver {
 
     /// A peer's batch: one batch signature check when all are good (the usual case), one
     /// by one otherwise.
+    /// Peer transactions normally never reach the driver: the network task admits them
+    /// off the consensus thread. A transport that does deliver them gets the same path.
     fn on_txs(&self, txs: Vec<SignedTransaction>) {
-        let all_good = verify_signatures(&txs).is_ok();
-        for tx in txs {
-            if !all_good && tx.verify_signature().is_err() {
-                tracing::debug!("peer sent a transaction with a bad signature");
-                continue;
-            }
-            let len = tx.encode().len();
-            if let Err(err) = self.shared.admit(tx, len, TxSource::Peer) {
-                tracing::trace!(%err, "peer transaction not admitted");
-            }
-        }
+        self.shared.admit_peer_batch(txs);
     }
 
     /// A block this node lacks, with its certificate, from a peer that is ahead: verified,

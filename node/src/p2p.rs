@@ -48,6 +48,9 @@ pub const MAX_PENDING_COMMANDS: usize = 8_192;
 /// Blocks per sync response, and their encoded size (the first block always fits): small
 /// enough to arrive within the timeout over a slow provincial link.
 pub const MAX_SYNC_BLOCKS: u64 = 64;
+/// Peer transaction batches being checked and admitted at once (each up to
+/// `MAX_TX_BATCH_BYTES`); more are dropped.
+pub const MAX_TX_BATCH_ADMISSIONS: usize = 2;
 pub const MAX_SYNC_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// Blocks handed to the driver and not yet committed, at most: sync waits beyond this, so
 /// it neither floods the inbox live votes share nor fetches what would be dropped.
@@ -321,6 +324,7 @@ pub async fn start(
             received: None,
             tip: (Height::GENESIS, Instant::now()),
         },
+        tx_admissions: Arc::new(tokio::sync::Semaphore::new(MAX_TX_BATCH_ADMISSIONS)),
     };
     tokio::spawn(task.run(commands));
     Ok((
@@ -428,6 +432,7 @@ struct NetworkTask {
     /// The committed height each peer last reported.
     peer_heights: BTreeMap<PeerId, Height>,
     sync: SyncState,
+    tx_admissions: Arc<tokio::sync::Semaphore>,
 }
 
 impl NetworkTask {
@@ -679,11 +684,29 @@ impl NetworkTask {
                         .is_some_and(|tip| proposal.proposal.height == tip.next())
             }
         };
-        if wanted {
+        if let NetMessage::Txs(txs) = message {
+            self.admit_txs(txs);
+        } else if wanted {
             self.to_driver(message);
         } else {
             tracing::debug!(%peer, "message not for this node's next height, or not from a validator; dropped");
         }
+    }
+
+    /// Checks and admits a peer's transaction batch on the blocking pool, never on the
+    /// consensus thread: under load, batches queued ahead of votes and proposals starved
+    /// consensus. Relaying is best effort: with `MAX_TX_BATCH_ADMISSIONS` batches already
+    /// being admitted, this one is dropped (its sender still holds and proposes them).
+    fn admit_txs(&self, txs: Vec<bidchain_runtime::tx::SignedTransaction>) {
+        let Ok(permit) = self.tx_admissions.clone().try_acquire_owned() else {
+            tracing::debug!(txs = txs.len(), "transaction admission busy; batch dropped");
+            return;
+        };
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            shared.admit_peer_batch(txs);
+            drop(permit);
+        });
     }
 
     fn is_validator(&mut self, peer: PeerId) -> bool {

@@ -86,6 +86,22 @@ impl Shared {
         Ok(hash)
     }
 
+    /// Admits a batch of transactions a peer relayed: one batch signature check (one by
+    /// one only if the batch fails), then each admitted or skipped on its own.
+    pub fn admit_peer_batch(&self, txs: Vec<SignedTransaction>) {
+        let all_good = bidchain_runtime::execute::verify_signatures(&txs).is_ok();
+        for tx in txs {
+            if !all_good && tx.verify_signature().is_err() {
+                tracing::debug!("peer sent a transaction with a bad signature");
+                continue;
+            }
+            let len = tx.encode().len();
+            if let Err(err) = self.admit(tx, len, TxSource::Peer) {
+                tracing::trace!(%err, "peer transaction not admitted");
+            }
+        }
+    }
+
     /// Takes up to `max` transactions waiting to be gossiped.
     pub fn take_outbound_txs(&self, max: usize) -> Vec<SignedTransaction> {
         let mut queue = self

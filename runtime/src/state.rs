@@ -85,13 +85,24 @@ pub type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 pub struct Overlay<'a, V: StateView + ?Sized> {
     base: &'a V,
     changes: Changes,
+    /// What each write since the last checkpoint replaced (None: the key was not pending),
+    /// so a rollback costs the transaction's writes, not the block's.
+    journal: Vec<Undo>,
 }
+
+/// A written key and the pending value it replaced (None: the key was not pending).
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
+
+/// A point an [`Overlay`] can roll back to.
+#[derive(Clone, Copy, Debug)]
+pub struct Checkpoint(usize);
 
 impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
     pub fn new(base: &'a V) -> Self {
         Overlay {
             base,
             changes: Changes::new(),
+            journal: Vec::new(),
         }
     }
 
@@ -113,7 +124,8 @@ impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
 
     /// Writes raw bytes (`None` deletes).
     pub fn put_raw(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.changes.insert(key, value);
+        let replaced = self.changes.insert(key.clone(), value);
+        self.journal.push((key, replaced));
     }
 
     /// Moves the pending writes out (to lend them to a contract call) ...
@@ -127,8 +139,7 @@ impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
     }
 
     pub fn put<T: Encode>(&mut self, key: StateKey, value: &T) {
-        self.changes
-            .insert(key.to_bytes(), Some(codec::encode(value)));
+        self.put_raw(key.to_bytes(), Some(codec::encode(value)));
     }
 
     pub fn account(&self, id: AccountId) -> Result<Option<Account>, StateError> {
@@ -139,14 +150,24 @@ impl<'a, V: StateView + ?Sized> Overlay<'a, V> {
         self.get(StateKey::ValidatorSet)
     }
 
-    /// A snapshot of the pending writes, to roll back to (one transaction's changes are
-    /// all-or-nothing).
-    pub fn checkpoint(&self) -> Changes {
-        self.changes.clone()
+    /// Marks a point to roll back to (one transaction's changes are all-or-nothing). One
+    /// level: a new checkpoint forgets the previous one.
+    pub fn checkpoint(&mut self) -> Checkpoint {
+        self.journal.clear();
+        Checkpoint(0)
     }
 
-    pub fn rollback(&mut self, checkpoint: Changes) {
-        self.changes = checkpoint;
+    /// Undoes every write since `checkpoint`, newest first.
+    pub fn rollback(&mut self, checkpoint: Checkpoint) {
+        while self.journal.len() > checkpoint.0 {
+            let Some((key, replaced)) = self.journal.pop() else {
+                break;
+            };
+            match replaced {
+                Some(value) => self.changes.insert(key, value),
+                None => self.changes.remove(&key),
+            };
+        }
     }
 
     pub fn into_changes(self) -> Changes {
@@ -208,11 +229,16 @@ mod tests {
         let base = BTreeMap::from([(b"v".to_vec(), vec![1u8])]);
         let mut overlay = Overlay::new(&base);
         assert_eq!(overlay.get_raw(b"v").unwrap(), Some(vec![1]));
+        overlay.put_raw(b"w".to_vec(), Some(vec![2]));
         let checkpoint = overlay.checkpoint();
-        overlay.changes.insert(b"v".to_vec(), None);
+        overlay.put_raw(b"v".to_vec(), None);
+        overlay.put_raw(b"w".to_vec(), Some(vec![3]));
+        overlay.put_raw(b"x".to_vec(), Some(vec![4]));
         assert_eq!(overlay.get_raw(b"v").unwrap(), None);
         overlay.rollback(checkpoint);
         assert_eq!(overlay.get_raw(b"v").unwrap(), Some(vec![1]));
+        assert_eq!(overlay.get_raw(b"w").unwrap(), Some(vec![2]));
+        assert_eq!(overlay.get_raw(b"x").unwrap(), None);
     }
 
     #[test]
