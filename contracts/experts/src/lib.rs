@@ -186,6 +186,7 @@ fn request_draw(id: &TenderId) -> Result<(), Refusal> {
     sdk::store(
         &keys::pending(id),
         &PendingDraw {
+            request,
             requested_by: sdk::caller(),
             height: now,
             registry_hash: experts::registry_hash(&registry, sdk::sha256),
@@ -225,7 +226,7 @@ fn draw(id: &TenderId) -> Result<(), Refusal> {
             ),
         )
     })?;
-    let request = request_for(&load_tender(id)?)?;
+    let request = pending.request;
     let drawn = experts::rank(&seed, &pending.qualified, &request, sdk::sha256)
         .map_err(|e| Refusal::new("too_few_experts", experts::too_few_message(&e)))?;
     let record = DrawRecord {

@@ -72,6 +72,9 @@ record!(DrawRequest {
 /// `height`, which nobody knows when the request is sent.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct PendingDraw {
+    /// What was asked for, with every recused unit (the bidders are fixed once a tender
+    /// is opened, so the draw need not read them again).
+    pub request: DrawRequest,
     pub requested_by: AccountKey,
     /// The height of the block holding the request.
     pub height: u64,
@@ -83,6 +86,7 @@ pub struct PendingDraw {
     pub qualified: Vec<ExpertId>,
 }
 record!(PendingDraw {
+    request,
     requested_by,
     height,
     registry_hash,
