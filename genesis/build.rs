@@ -24,11 +24,10 @@ fn main() -> Result<(), String> {
         .to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_default());
     let cargo = PathBuf::from(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    // Relative to the package root, so a target dir shared by two checkouts (a CI clone
+    // and a working copy) watches the checkout being built, not the one built before.
     for watched in WATCHED {
-        println!(
-            "cargo:rerun-if-changed={}",
-            repo_root.join(watched).display()
-        );
+        println!("cargo:rerun-if-changed=../{watched}");
     }
     println!("cargo:rerun-if-changed=src/wasm_build.rs");
     let target_dir = out_dir.join("contracts-target");
