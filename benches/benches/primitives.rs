@@ -184,6 +184,7 @@ fn context(contract: &str, caller: [u8; 32], role: i32) -> CallContext {
         block_height: 1,
         block_time_ms: TEST_GENESIS_MS + 1,
         random_seed: [2; 32],
+        tx_hash: [3; 32],
     }
 }
 

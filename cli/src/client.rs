@@ -77,6 +77,25 @@ impl Client {
         self.decode(response).await
     }
 
+    /// A proof bundle's bytes (`GET .../proof`); a refusal comes back as [`Refused`].
+    pub async fn bundle(&self, path: &str) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            // `decode` turns an error answer into `Refused`.
+            let err = self.decode::<serde_json::Value>(response).await.err();
+            return Err(err.unwrap_or_else(|| anyhow!("node answered HTTP {status}")));
+        }
+        let bytes = response.bytes().await.context("reading the bundle")?;
+        Ok(bytes.to_vec())
+    }
+
     pub async fn status(&self) -> Result<StatusResponse> {
         self.get("/status").await
     }

@@ -17,13 +17,17 @@ use bidchain_node::api::TxStatus;
 use bidchain_runtime::bounded::BoundedString;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{AccountId, Height, Nonce};
+use bidchain_runtime::proof::{Bundle, Claim};
 use bidchain_runtime::receipt::TxOutcome;
 use bidchain_runtime::tx::{NativeCall, Payload, Role, SignedTransaction, Transaction};
+use bidchain_trading::TenderId;
+use bidchain_trading::archive::ArchiveKind;
 
 use crate::client::{Client, Refused};
+use crate::demo_tender::{DEMO_TENDER, archive_file};
 use crate::localnet::{Localnet, LocalnetSpec};
 use crate::process::NodeProcess;
-use crate::verify::verify_receipt;
+use crate::proof_cli::{DrawCheck, FileCheck, FileTarget, fetch_and_check_draw, trust_of};
 
 const INCLUDE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -127,19 +131,90 @@ async fn run_in(dir: &Path, bin: &Path) -> Result<()> {
         bidders: &parties.bidders,
     };
     let n = crate::demo_tender::run(&client, &trading, 8).await?;
-    crash_and_catch_up(&mut net, bin, &mut nodes, &parties, n).await?;
-    observer_follows(&mut net, bin, &nodes, n + 1).await?;
+    let bundle = audit_tender(&nodes[3].client, &genesis, dir, n).await?;
+    crash_and_catch_up(&mut net, bin, &mut nodes, &parties, n + 1).await?;
+    observer_follows(&mut net, bin, &nodes, n + 2).await?;
 
-    step(n + 2, "stop every node (SIGTERM)");
+    step(n + 3, "stop every node (SIGTERM)");
     for node in &mut nodes {
         node.stop().await?;
     }
     ok("all nodes stopped cleanly");
+    audit_offline(&genesis, &bundle, n + 4)?;
     println!("\nEvery step held.");
     Ok(())
 }
 
 const VALIDATORS: usize = 4;
+
+/// The auditor's online checks: the draw recomputed from proven inputs, and the award
+/// notice's proof bundle exported to a file. Returns the file.
+async fn audit_tender(client: &Client, genesis: &Genesis, dir: &Path, n: u32) -> Result<PathBuf> {
+    step(
+        n,
+        "an auditor checks the draw from genesis (proven record and seed, ranking recomputed) \
+         and exports the award notice's proof bundle",
+    );
+    let trust = trust_of(genesis)?;
+    let tender = TenderId::new(DEMO_TENDER).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match fetch_and_check_draw(client, &trust, &tender).await? {
+        DrawCheck::Verified { record, anchor } => ok(&format!(
+            "draw verified: committee of {} and {} alternates, seed of block {}, proven at height {}",
+            record.members.len(),
+            record.alternates.len(),
+            record.requested_height + 1,
+            anchor.height
+        )),
+        other => bail!("the draw did not verify: {other:?}"),
+    }
+    let file = archive_file(ArchiveKind::AwardNotice);
+    let target = FileTarget::of_bytes(&file, DEMO_TENDER, ArchiveKind::AwardNotice.name())?;
+    let bytes = client.bundle(&target.proof_path()).await?;
+    let path = dir.join("award-notice.bundle");
+    std::fs::write(&path, &bytes)?;
+    ok(&format!(
+        "{} bytes written to {}",
+        bytes.len(),
+        path.display()
+    ));
+    Ok(path)
+}
+
+/// With every node stopped: the award notice verifies from the bundle file and genesis;
+/// the same file with one byte changed does not.
+fn audit_offline(genesis: &Genesis, bundle: &Path, n: u32) -> Result<()> {
+    step(
+        n,
+        "with every node stopped, the auditor verifies the award notice from the bundle file \
+         and genesis alone; a copy with one byte changed is refused",
+    );
+    let trust = trust_of(genesis)?;
+    let bytes = std::fs::read(bundle)?;
+    let kind = ArchiveKind::AwardNotice.name();
+    let mut file = archive_file(ArchiveKind::AwardNotice);
+    match FileTarget::of_bytes(&file, DEMO_TENDER, kind)?.check(&bytes, &trust) {
+        FileCheck::Verified { record, anchor } => ok(&format!(
+            "VERIFIED: recorded at height {}, proven at height {} by {}",
+            record.height,
+            anchor.height,
+            anchor
+                .signers
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        other => bail!("the award notice did not verify: {other:?}"),
+    }
+    file[0] ^= 1;
+    match FileTarget::of_bytes(&file, DEMO_TENDER, kind)?.check(&bytes, &trust) {
+        FileCheck::NotCovered => {
+            ok("the changed copy is refused: the bundle does not cover its hash")
+        }
+        other => bail!("a changed file was not refused: {other:?}"),
+    }
+    Ok(())
+}
 
 /// A validator crashes; the others go on; it restarts and catches up.
 async fn crash_and_catch_up(
@@ -355,24 +430,26 @@ async fn refusals(client: &Client, p: &Parties, genesis: &Genesis) -> Result<()>
 async fn audit(client: &Client, genesis: &Genesis, tx: &SignedTransaction) -> Result<()> {
     step(
         7,
-        "check the center's receipt against the genesis validator set (proof + certificate)",
+        "check the center's receipt from genesis (proof bundle: Merkle proofs + certificate)",
     );
-    let answer = client.tx(&tx.hash()).await?;
-    let height = answer.height.context("receipt has no height")?;
-    let block = client.block(height).await?;
-    let verified = verify_receipt(genesis, &answer, &block)?;
+    let trust = trust_of(genesis)?;
+    let bytes = client.bundle(&format!("/txs/{}/proof", tx.hash())).await?;
+    let verified = Bundle::decode(&bytes)?.verify(&trust)?;
+    let signers: Vec<&str> = verified.signers.iter().map(|s| s.name.as_str()).collect();
     ok(&format!(
-        "tx {} is at height {}, index {}, block time {}, certified by {}",
+        "tx {} is in block {} at {}, certified by {} ({} bytes of proof)",
         tx.hash(),
-        height,
-        verified.receipt.index,
-        block.header.time,
-        verified.signers.join(", ")
+        verified.height,
+        verified.time,
+        signers.join(", "),
+        bytes.len()
     ));
-    let mut tampered = answer.clone();
-    tampered.index = tampered.index.map(|i| i + 1);
+    let mut tampered = Bundle::decode(&bytes)?;
+    if let Claim::Receipt { receipt, .. } = &mut tampered.claim {
+        receipt.fuel_used += 1;
+    }
     ensure!(
-        verify_receipt(genesis, &tampered, &block).is_err(),
+        tampered.verify(&trust).is_err(),
         "a tampered receipt verified"
     );
     ok("a tampered copy of the receipt is refused");

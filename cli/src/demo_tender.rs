@@ -132,6 +132,14 @@ fn tender_params(id: &str, now: u64) -> Result<TenderParams> {
     })
 }
 
+/// The demo tender's tender id.
+pub const DEMO_TENDER: &str = "JS-2026-0001";
+
+/// The demo's file of one archive kind.
+pub fn archive_file(kind: ArchiveKind) -> Vec<u8> {
+    format!("{} of {DEMO_TENDER}", kind.name()).into_bytes()
+}
+
 fn bid_file(i: usize) -> Vec<u8> {
     format!("bid of bidder {i}: price {} yuan", 1_000_000 + 7_919 * i).into_bytes()
 }
@@ -236,7 +244,7 @@ pub async fn run(client: &Client, p: &TradingParties<'_>, first_step: u32) -> Re
 
     step("the center creates tender JS-2026-0001 and JS-2026-0002; a bidder may not create one");
     let now = now_ms();
-    let t1 = tender_params("JS-2026-0001", now)?;
+    let t1 = tender_params(DEMO_TENDER, now)?;
     let t2 = tender_params("JS-2026-0002", now)?;
     let (id1, id2) = (t1.id.clone(), t2.id.clone());
     let deadline = t1.deadline_ms;
@@ -547,12 +555,7 @@ pub async fn run(client: &Client, p: &TradingParties<'_>, first_step: u32) -> Re
     expect_ok(&r[1], "award")?;
     let files: Vec<(ArchiveKind, Vec<u8>)> = ArchiveKind::ALL
         .into_iter()
-        .map(|kind| {
-            (
-                kind,
-                format!("{} of JS-2026-0001", kind.name()).into_bytes(),
-            )
-        })
+        .map(|kind| (kind, archive_file(kind)))
         .collect();
     let calls: Vec<_> = files
         .iter()

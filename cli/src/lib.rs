@@ -6,7 +6,7 @@ pub mod demo;
 pub mod demo_tender;
 pub mod localnet;
 pub mod process;
+pub mod proof_cli;
 pub mod setup;
 pub mod trading;
 pub mod trading_cli;
-pub mod verify;

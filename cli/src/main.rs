@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bidchain_cli::client::Client;
 use bidchain_cli::localnet::{Localnet, LocalnetSpec};
+use bidchain_cli::proof_cli::{self, AuditCommand, ReceiptCommand, Verdict};
 use bidchain_cli::trading_cli::{self, ArchiveCommand, BidCommand, ExpertsCommand, TenderCommand};
 use bidchain_cli::{demo, setup};
 use bidchain_genesis::{ConsensusParams, Genesis};
@@ -109,6 +110,13 @@ enum Command {
     /// Archive records of a tender's files.
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// Check a receipt from genesis (exit 0 verified, 1 not verified, 2 could not check).
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+    /// Verify a file against its archive record from genesis, online or offline (exit 0
+    /// verified, 1 not verified, 2 could not check).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Run a local chain end to end, checking every step; exits 0 only if all held.
     Demo {
         /// Where to put keys, homes and logs (default: a new temporary directory).
@@ -227,7 +235,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let check = match cli.command {
+        Command::Receipt(cmd) => runtime.block_on(proof_cli::receipt(cmd)),
+        Command::Audit(cmd) => runtime.block_on(proof_cli::audit(cmd)),
+        Command::Experts(ExpertsCommand::VerifyDraw {
+            tender,
+            rpc,
+            genesis,
+        }) => runtime.block_on(proof_cli::verify_draw(&tender, &rpc, &genesis)),
+        command => return run(&runtime, command),
+    };
+    if let Err(err) = &check {
+        eprintln!("could not check: {err:#}");
+    }
+    ExitCode::from(Verdict::exit_code(&check))
+}
+
+fn run(runtime: &tokio::runtime::Runtime, command: Command) -> ExitCode {
+    match runtime.block_on(dispatch(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -284,6 +309,9 @@ async fn dispatch(command: Command) -> Result<()> {
         Command::Bid(cmd) => trading_cli::bid(cmd).await,
         Command::Experts(cmd) => trading_cli::experts(cmd).await,
         Command::Archive(cmd) => trading_cli::archive(cmd).await,
+        Command::Receipt(_) | Command::Audit(_) => {
+            anyhow::bail!("proof checks are dispatched by main, with their own exit codes")
+        }
         Command::Demo { dir, keep } => demo::run(demo::DemoOptions { dir, keep }).await,
         Command::Localnet {
             validators,

@@ -206,6 +206,16 @@ pub enum ExpertsCommand {
         #[arg(long, env = "BIDCHAIN_RPC")]
         rpc: String,
     },
+    /// Check a tender's draw from genesis: prove the record and the seed, recompute the
+    /// ranking. Exit 0 verified, 1 not verified, 2 could not check.
+    VerifyDraw {
+        #[arg(long)]
+        tender: String,
+        #[arg(long, env = "BIDCHAIN_RPC")]
+        rpc: String,
+        #[arg(long)]
+        genesis: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -541,6 +551,9 @@ pub async fn experts(cmd: ExpertsCommand) -> Result<()> {
             send(&s, names::EXPERTS, &call).await?;
             send(&s, names::EXPERTS, &ExpertsCall::Draw { tender }).await?;
             Ok(())
+        }
+        ExpertsCommand::VerifyDraw { .. } => {
+            anyhow::bail!("verify-draw is dispatched by main, with its own exit codes")
         }
         ExpertsCommand::ShowDraw { tender, rpc } => {
             let id = tender_id(&tender)?;

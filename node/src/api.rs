@@ -4,7 +4,6 @@ use bidchain_runtime::block::{BlockHash, CommitCertificate, Header};
 use bidchain_runtime::crypto::PublicKey;
 use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::{AccountId, Height, Nonce};
-use bidchain_runtime::merkle::MerkleProof;
 use bidchain_runtime::receipt::{Event, TxOutcome};
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::{Role, TxHash};
@@ -56,16 +55,6 @@ pub enum TxStatus {
     Rejected,
 }
 
-/// Proof that the transaction and its receipt are in the block `block_id`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TxProof {
-    pub block_id: BlockHash,
-    pub tx_root: Hash,
-    pub tx: MerkleProof,
-    pub receipts_root: Hash,
-    pub receipt: MerkleProof,
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TxResponse {
     pub tx_hash: TxHash,
@@ -75,7 +64,6 @@ pub struct TxResponse {
     pub result: Option<TxOutcome>,
     pub events: Vec<Event>,
     pub fuel_used: Option<u64>,
-    pub proof: Option<TxProof>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

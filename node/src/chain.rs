@@ -14,6 +14,7 @@ use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::{AccountId, ChainId, Height, Nonce};
 use bidchain_runtime::merkle;
 use bidchain_runtime::receipt::Receipt;
+use bidchain_runtime::smt::TreeUpdate;
 use bidchain_runtime::state::{self, Overlay, StateError, StateKey};
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::SignedTransaction;
@@ -71,6 +72,8 @@ pub struct Tip {
 pub struct Proposal {
     pub block: Block,
     pub executed: Executed,
+    /// The state tree's nodes after this block: written when it commits.
+    pub state: TreeUpdate,
 }
 
 #[derive(Debug)]
@@ -167,7 +170,7 @@ impl Chain {
             }
         };
         let txs = BoundedVec::new(candidates).map_err(|e| ChainError::TooManyTxs(e.len))?;
-        let header = self.header_for(&env, &txs, &executed, proposer)?;
+        let (header, state) = self.header_for(&env, &txs, &executed, proposer)?;
         Ok(Proposal {
             block: Block {
                 header,
@@ -175,6 +178,7 @@ impl Chain {
                 last_commit: env.last_commit,
             },
             executed,
+            state,
         })
     }
 
@@ -220,24 +224,26 @@ impl Chain {
         txs: &[SignedTransaction],
         executed: &Executed,
         proposer: PublicKey,
-    ) -> Result<Header, ChainError> {
+    ) -> Result<(Header, TreeUpdate), ChainError> {
         let validators_hash = self.validator_set()?.hash();
         let next_set: Option<ValidatorSet> =
             state::get_after(&self.storage, &executed.changes, StateKey::ValidatorSet)?;
         let next_validators_hash = next_set.ok_or(ChainError::NoValidatorSet)?.hash();
-        Ok(Header {
+        let state = self.storage.state_update(&executed.changes)?;
+        let header = Header {
             chain_id: self.genesis.chain_id.clone(),
             height: env.height,
             time: env.time,
             prev_block_id: env.prev_block_id,
             tx_root: merkle::root(&block::tx_leaves(txs)),
             receipts_root: receipts_root(&executed.receipts),
-            state_root: self.storage.state_root_with(&executed.changes)?,
+            state_root: state.root,
             validators_hash,
             next_validators_hash,
             proposer,
             last_commit_hash: block::last_commit_hash(&env.last_commit),
-        })
+        };
+        Ok((header, state))
     }
 
     /// Checks a proposed block against the tip and re-executes it; every header field must
@@ -250,25 +256,25 @@ impl Chain {
     ) -> Result<Proposal, ChainError> {
         let tip = self.tip()?;
         self.check_position(&tip, &block.header, local_time)?;
-        let expected = self.build_exact(&tip, &block)?;
+        let (expected, executed, state) = self.build_exact(&tip, &block)?;
         let got = &block.header;
         let fields = [
-            ("tx_root", expected.0.tx_root, got.tx_root),
-            ("receipts_root", expected.0.receipts_root, got.receipts_root),
-            ("state_root", expected.0.state_root, got.state_root),
+            ("tx_root", expected.tx_root, got.tx_root),
+            ("receipts_root", expected.receipts_root, got.receipts_root),
+            ("state_root", expected.state_root, got.state_root),
             (
                 "validators_hash",
-                expected.0.validators_hash,
+                expected.validators_hash,
                 got.validators_hash,
             ),
             (
                 "next_validators_hash",
-                expected.0.next_validators_hash,
+                expected.next_validators_hash,
                 got.next_validators_hash,
             ),
             (
                 "last_commit_hash",
-                expected.0.last_commit_hash,
+                expected.last_commit_hash,
                 got.last_commit_hash,
             ),
         ];
@@ -283,15 +289,21 @@ impl Chain {
         }
         Ok(Proposal {
             block,
-            executed: expected.1,
+            executed,
+            state,
         })
     }
 
-    fn build_exact(&self, tip: &Tip, block: &Block) -> Result<(Header, Executed), ChainError> {
+    fn build_exact(
+        &self,
+        tip: &Tip,
+        block: &Block,
+    ) -> Result<(Header, Executed, TreeUpdate), ChainError> {
         let env = self.env(tip, block.header.time, block.last_commit.clone());
         let executed = execute::execute_block(&self.storage, &self.contracts, &env, &block.txs)?;
-        let header = self.header_for(&env, &block.txs, &executed, block.header.proposer)?;
-        Ok((header, executed))
+        let (header, state) =
+            self.header_for(&env, &block.txs, &executed, block.header.proposer)?;
+        Ok((header, executed, state))
     }
 
     fn check_position(
@@ -347,11 +359,22 @@ impl Chain {
         let header = &proposal.block.header;
         let validators = self.validator_set()?;
         certificate.verify(&header.chain_id, header.height, &header.id(), &validators)?;
+        // A light client follows the set from genesis through the blocks that change it.
+        let next_validators = match header.next_validators_hash != header.validators_hash {
+            true => state::get_after::<_, ValidatorSet>(
+                &self.storage,
+                &proposal.executed.changes,
+                StateKey::ValidatorSet,
+            )?,
+            false => None,
+        };
         self.storage.commit_block(&BlockCommit {
             block: &proposal.block,
             certificate,
             receipts: &proposal.executed.receipts,
             changes: &proposal.executed.changes,
+            state_nodes: &proposal.state.writes,
+            next_validators: next_validators.as_ref(),
         })?;
         Ok(())
     }

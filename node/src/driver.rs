@@ -9,7 +9,7 @@
 //! loop with no peers: its own votes are a quorum.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -80,8 +80,6 @@ pub enum DriverError {
     Chain(#[from] ChainError),
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
-    #[error("decided block {0} is not among the blocks this node verified")]
-    DecidedUnknownBlock(BlockHash),
 }
 
 pub struct Driver {
@@ -96,6 +94,8 @@ pub struct Driver {
     blocks: BTreeMap<BlockHash, Candidate>,
     /// Messages logged at the core's height so far (the next log key).
     logged: u32,
+    /// Blocks logged with this validator's messages at the core's height.
+    logged_blocks: BTreeSet<BlockHash>,
     next_height_at: Option<Instant>,
     /// A peer already sent something for the next height: start it without waiting for
     /// transactions.
@@ -136,6 +136,7 @@ impl Driver {
             timers: BinaryHeap::new(),
             blocks: BTreeMap::new(),
             logged: 0,
+            logged_blocks: BTreeSet::new(),
             next_height_at: Some(now),
             peers_moved_on: false,
             last_commit: now,
@@ -229,6 +230,7 @@ impl Driver {
         self.peers_moved_on = false;
         self.timers.clear();
         self.blocks.retain(|_, c| c.block().header.height == height);
+        self.logged_blocks.clear();
         let effects = match self.core.as_mut() {
             Some(core) if core.decided().is_some() && core.height() == tip.height => {
                 self.logged = 0;
@@ -237,6 +239,7 @@ impl Driver {
             _ => {
                 let prior = self.shared.chain.storage().signed_at(height)?;
                 self.logged = u32::try_from(prior.len()).unwrap_or(u32::MAX);
+                self.restore_signed_blocks(height)?;
                 let config = CoreConfig {
                     chain_id: self.shared.chain.chain_id().clone(),
                     timeouts: self.config.timeouts,
@@ -256,6 +259,22 @@ impl Driver {
         };
         tracing::debug!(height = height.0, "height started");
         self.perform(effects)
+    }
+
+    /// After a restart: the blocks behind this validator's logged messages, so that a block
+    /// it precommitted (perhaps its own proposal, held nowhere else) can still be committed.
+    fn restore_signed_blocks(&mut self, height: Height) -> Result<(), DriverError> {
+        for block in self.shared.chain.storage().signed_blocks(height)? {
+            let id = block.id();
+            match self.shared.chain.verify_proposal(block, None) {
+                Ok(proposal) => {
+                    self.blocks.insert(id, Candidate::Valid(proposal));
+                    self.logged_blocks.insert(id);
+                }
+                Err(err) => tracing::warn!(%err, block = %id, "a logged block no longer verifies"),
+            }
+        }
+        Ok(())
     }
 
     fn input(&mut self, input: Input) -> Result<(), DriverError> {
@@ -314,14 +333,27 @@ impl Driver {
     /// batch instead of one per message.
     fn persist_all(&mut self, effects: &[Effect]) -> Result<(), DriverError> {
         let mut entries = Vec::new();
+        let mut blocks = Vec::new();
         for effect in effects {
             if let Effect::Persist(message) = effect {
                 entries.push((message.height(), self.logged, message));
                 self.logged = self.logged.saturating_add(1);
+                let signed_for = match message {
+                    Message::Proposal(p) => Some(p.proposal.block_id),
+                    Message::Vote(v) => v.vote.block_id,
+                };
+                if let Some(id) = signed_for.filter(|id| self.logged_blocks.insert(*id)) {
+                    match self.blocks.get(&id) {
+                        Some(Candidate::Valid(proposal)) => blocks.push(&proposal.block),
+                        _ => {
+                            self.logged_blocks.remove(&id);
+                        }
+                    }
+                }
             }
         }
         if !entries.is_empty() {
-            self.shared.chain.storage().log_signed(&entries)?;
+            self.shared.chain.storage().log_signed(&entries, &blocks)?;
         }
         Ok(())
     }
@@ -375,7 +407,9 @@ impl Driver {
         certificate: &CommitCertificate,
     ) -> Result<(), DriverError> {
         let Some(Candidate::Valid(proposal)) = self.blocks.remove(&block_id) else {
-            return Err(DriverError::DecidedUnknownBlock(block_id));
+            // A quorum decided a block this node lacks: block sync fetches it from peers.
+            tracing::warn!(block = %block_id, "decided a block this node does not hold");
+            return Ok(());
         };
         self.shared.chain.commit(&proposal, certificate)?;
         self.after_commit(&proposal);
@@ -594,7 +628,7 @@ mod tests {
     use std::sync::Mutex;
 
     use bidchain_consensus::proposer::proposer;
-    use bidchain_consensus::types::sign_proposal;
+    use bidchain_consensus::types::{Vote, sign_proposal, sign_vote};
     use bidchain_consensus::{Proposal as ConsensusProposal, VoteKind};
     use bidchain_runtime::ids::Round;
 
@@ -633,7 +667,11 @@ mod tests {
 
     /// Two validators (seeds 1 and 2, power 1 each): neither decides alone.
     fn driver(dir: &std::path::Path, key: &Keypair) -> (Driver, Capture) {
-        let genesis = genesis_for(&[1, 2], &[]);
+        driver_for(dir, key, &[1, 2])
+    }
+
+    fn driver_for(dir: &std::path::Path, key: &Keypair, seeds: &[u64]) -> (Driver, Capture) {
+        let genesis = genesis_for(seeds, &[]);
         let storage = Storage::open(dir, &genesis).unwrap();
         let mempool = Mempool::new(Default::default(), genesis.chain_id.clone());
         let shared = Arc::new(Shared::new(
@@ -752,5 +790,65 @@ mod tests {
             .filter(|m| matches!(m, Message::Vote(v) if v.vote.kind == VoteKind::Prevote))
             .count();
         assert_eq!(own_prevotes, 1);
+    }
+
+    #[test]
+    fn a_block_decided_before_a_crash_is_committed_after_it() {
+        // A lone validator signed a proposal, prevote and precommit for its block, then
+        // crashed before committing: what the driver logged is all that is left.
+        let own = Keypair::from_seed_for_tests(1);
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = genesis_for(&[1], &[]);
+        let id = {
+            let storage = Storage::open(dir.path(), &genesis).unwrap();
+            let chain = Chain::new(storage, genesis.clone(), genesis.contracts().unwrap());
+            let time = Timestamp::from_system(SystemTime::now());
+            let block = chain
+                .build_proposal(vec![], time, own.public())
+                .unwrap()
+                .block;
+            let id = block.id();
+            let proposal = ConsensusProposal {
+                height: Height(1),
+                round: Round(0),
+                block_id: id,
+                valid_round: None,
+                proposer_index: 0,
+            };
+            let vote = |kind| {
+                let vote = Vote {
+                    kind,
+                    height: Height(1),
+                    round: Round(0),
+                    block_id: Some(id),
+                    validator_index: 0,
+                };
+                Message::Vote(sign_vote(vote, chain.chain_id(), &own))
+            };
+            let messages = [
+                Message::Proposal(sign_proposal(proposal, chain.chain_id(), &own)),
+                vote(VoteKind::Prevote),
+                vote(VoteKind::Precommit),
+            ];
+            let entries: Vec<_> = (0u32..)
+                .zip(&messages)
+                .map(|(i, m)| (Height(1), i, m))
+                .collect();
+            chain.storage().log_signed(&entries, &[&block]).unwrap();
+            id
+        };
+
+        let (mut d, _) = driver_for(dir.path(), &own, &[1]);
+        for _ in 0..50 {
+            if d.shared.chain.tip().unwrap().height == Height(1) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            d.on_tick(Instant::now()).unwrap();
+        }
+        let tip = d.shared.chain.tip().unwrap();
+        assert_eq!((tip.height, tip.block_id), (Height(1), id));
+        let storage = d.shared.chain.storage();
+        assert!(storage.signed_blocks(Height(1)).unwrap().is_empty());
     }
 }

@@ -11,6 +11,7 @@ pub mod mempool;
 pub mod net;
 pub mod node;
 pub mod p2p;
+pub mod proofs;
 pub mod rpc;
 pub mod shared;
 pub mod storage;

@@ -11,17 +11,21 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bidchain_runtime::block;
 use bidchain_runtime::contract::MAX_KEY_BYTES;
+use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::{AccountId, Height};
-use bidchain_runtime::merkle;
+use bidchain_runtime::proof::Bundle;
 use bidchain_runtime::state::{self, Overlay, StateView};
 use bidchain_runtime::tx::{MAX_CONTRACT_NAME_LEN, MAX_TX_BYTES, SignedTransaction, TxHash};
+use bidchain_trading::archive::{self, ArchiveKind};
+use bidchain_trading::contract_names as names;
+use bidchain_trading::ids::{Digest, TenderId};
 
 use crate::api::*;
-use crate::chain::receipts_root;
+use crate::chain::Chain;
+use crate::proofs::{self, ProofError};
 use crate::shared::{Shared, TxSource};
-use crate::storage::{Commits, Receipts, TxIndex};
+use crate::storage::{Commits, Receipts};
 
 type Reply = Result<Response, ApiError>;
 
@@ -76,8 +80,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/txs", post(submit_tx))
         .route("/txs/{hash}", get(get_tx))
         .route("/blocks/{height}", get(get_block))
+        .route("/blocks/{height}/seed/proof", get(get_seed_bundle))
         .route("/accounts/{id}", get(get_account))
+        .route("/txs/{hash}/proof", get(get_tx_bundle))
         .route("/contracts/{name}/state/{key}", get(get_contract_state))
+        .route("/contracts/{name}/state/{key}/proof", get(get_state_bundle))
+        .route("/archives/{tender}/{kind}/proof", get(get_archive_bundle))
+        .route(
+            "/archives/{tender}/{kind}/{sha256}/proof",
+            get(get_file_bundle),
+        )
         .route("/metrics", get(metrics))
         // One transaction plus slack; larger bodies are refused before they are read whole.
         .layer(DefaultBodyLimit::max(MAX_TX_BYTES + 1024))
@@ -152,14 +164,12 @@ async fn get_tx(State(shared): State<Arc<Shared>>, Path(hash): Path<String>) -> 
                 result: None,
                 events: Vec::new(),
                 fuel_used: None,
-                proof: None,
             });
         }
         return Err(ApiError::not_found(format!(
             "transaction {hash} is neither pending nor committed"
         )));
     };
-    let proof = tx_proof(&shared, hash)?;
     let status = if receipt.outcome.is_ok() {
         TxStatus::Committed
     } else {
@@ -173,34 +183,6 @@ async fn get_tx(State(shared): State<Arc<Shared>>, Path(hash): Path<String>) -> 
         result: Some(receipt.outcome),
         events: receipt.events.to_vec(),
         fuel_used: Some(receipt.fuel_used),
-        proof: Some(proof),
-    })
-}
-
-/// Inclusion proofs of a committed transaction and of its receipt.
-fn tx_proof(shared: &Shared, hash: TxHash) -> Result<TxProof, ApiError> {
-    let storage = shared.chain.storage();
-    let location = storage.get::<TxIndex>(&hash).map_err(ApiError::internal)?;
-    let location = location.ok_or_else(|| ApiError::internal("receipt without tx index"))?;
-    let block = storage.block(location.height).map_err(ApiError::internal)?;
-    let block = block.ok_or_else(|| ApiError::internal("tx index points at a missing block"))?;
-    let index = location.index as usize;
-    let tx = merkle::prove(&block.tx_leaves(), index).map_err(ApiError::internal)?;
-    let mut receipts = Vec::with_capacity(block.txs.len());
-    for stx in block.txs.iter() {
-        let receipt = storage
-            .get::<Receipts>(&stx.hash())
-            .map_err(ApiError::internal)?;
-        receipts.push(receipt.ok_or_else(|| ApiError::internal("block tx without receipt"))?);
-    }
-    let leaves: Vec<_> = receipts.iter().map(|r| r.leaf_hash()).collect();
-    let receipt = merkle::prove(&leaves, index).map_err(ApiError::internal)?;
-    Ok(TxProof {
-        block_id: block.id(),
-        tx_root: merkle::root(&block::tx_leaves(&block.txs)),
-        tx,
-        receipts_root: receipts_root(&receipts),
-        receipt,
     })
 }
 
@@ -246,22 +228,122 @@ async fn get_contract_state(
     State(shared): State<Arc<Shared>>,
     Path((name, key)): Path<(String, String)>,
 ) -> Reply {
+    let key = contract_state_key(&name, &key)?;
+    let storage = shared.chain.storage();
+    let height = storage.latest_height().map_err(ApiError::internal)?;
+    let value = StateView::get(storage, &key).map_err(ApiError::internal)?;
+    json(ContractStateResponse {
+        contract: name,
+        height,
+        value: value.map(hex::encode),
+    })
+}
+
+/// A bundle's bytes, as `bidchain audit export` writes them to a file.
+fn bundle_reply(result: Result<Bundle, ProofError>) -> Reply {
+    match result {
+        Ok(bundle) => Ok((
+            [("content-type", "application/octet-stream")],
+            bundle.encode(),
+        )
+            .into_response()),
+        Err(err @ (ProofError::TxNotCommitted(_) | ProofError::NoSuchBlock(_))) => {
+            Err(ApiError::not_found(err))
+        }
+        Err(err @ ProofError::NoBlock) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_block",
+            err,
+        )),
+        Err(err @ (ProofError::TooManyEntries(_) | ProofError::EntryTooLarge(_))) => {
+            Err(ApiError::bad_request("too_large", err))
+        }
+        Err(err) => Err(ApiError::internal(err)),
+    }
+}
+
+/// Builds a bundle off the async workers: it reads a whole block's receipts.
+async fn build_bundle(
+    shared: Arc<Shared>,
+    build: impl FnOnce(&Chain) -> Result<Bundle, ProofError> + Send + 'static,
+) -> Reply {
+    let result = tokio::task::spawn_blocking(move || build(&shared.chain))
+        .await
+        .map_err(ApiError::internal)?;
+    bundle_reply(result)
+}
+
+/// The receipt of a committed transaction with its proofs, anchored at its block.
+async fn get_tx_bundle(State(shared): State<Arc<Shared>>, Path(hash): Path<String>) -> Reply {
+    let hash: TxHash = parse(&hash, "transaction hash")?;
+    build_bundle(shared, move |chain| proofs::receipt_bundle(chain, hash)).await
+}
+
+/// The random seed of a committed block, proven by its header.
+async fn get_seed_bundle(State(shared): State<Arc<Shared>>, Path(height): Path<String>) -> Reply {
+    let height = Height(parse(&height, "height")?);
+    build_bundle(shared, move |chain| proofs::seed_bundle(chain, height)).await
+}
+
+fn contract_state_key(name: &str, key: &str) -> Result<Vec<u8>, ApiError> {
     if name.len() > MAX_CONTRACT_NAME_LEN || key.len() > 2 * MAX_KEY_BYTES {
         return Err(ApiError::bad_request(
             "bad_key",
             "contract name or key too long",
         ));
     }
-    let key = hex::decode(&key).map_err(|e| ApiError::bad_request("bad_key", e))?;
-    let storage = shared.chain.storage();
-    let height = storage.latest_height().map_err(ApiError::internal)?;
-    let value =
-        StateView::get(storage, &state::contract_key(&name, &key)).map_err(ApiError::internal)?;
-    json(ContractStateResponse {
-        contract: name,
-        height,
-        value: value.map(hex::encode),
+    let key = hex::decode(key).map_err(|e| ApiError::bad_request("bad_key", e))?;
+    Ok(state::contract_key(name, &key))
+}
+
+/// One contract storage entry (or its absence) with its proof, at the latest block.
+async fn get_state_bundle(
+    State(shared): State<Arc<Shared>>,
+    Path((name, key)): Path<(String, String)>,
+) -> Reply {
+    let key = contract_state_key(&name, &key)?;
+    build_bundle(shared, move |chain| {
+        proofs::state_bundle(chain, &[key], None)
     })
+    .await
+}
+
+fn archive_prefix(tender: &str, kind: &str) -> Result<(TenderId, ArchiveKind), ApiError> {
+    let tender = TenderId::new(tender).map_err(|e| ApiError::bad_request("bad_path", e))?;
+    let kind = ArchiveKind::parse(kind).ok_or_else(|| {
+        ApiError::bad_request("bad_path", format!("unknown archive kind {kind:?}"))
+    })?;
+    Ok((tender, kind))
+}
+
+/// Every record of a tender's files of one kind, proven at the latest block.
+async fn get_archive_bundle(
+    State(shared): State<Arc<Shared>>,
+    Path((tender, kind)): Path<(String, String)>,
+) -> Reply {
+    let (tender, kind) = archive_prefix(&tender, &kind)?;
+    let prefix = state::contract_key(names::ARCHIVE, &archive::keys::records_of(&tender, kind));
+    build_bundle(shared, move |chain| {
+        proofs::state_bundle(chain, &[], Some(&prefix))
+    })
+    .await
+}
+
+/// The record of one file (or the proof that there is none), with the tender's other
+/// records of that kind, proven at the latest block.
+async fn get_file_bundle(
+    State(shared): State<Arc<Shared>>,
+    Path((tender, kind, sha256)): Path<(String, String, String)>,
+) -> Reply {
+    let (tender, kind) = archive_prefix(&tender, &kind)?;
+    let sha256: Hash = parse(&sha256, "sha256")?;
+    let record = archive::keys::record(&tender, kind, &Digest(sha256.0));
+    let key = state::contract_key(names::ARCHIVE, &record);
+    let prefix = state::contract_key(names::ARCHIVE, &archive::keys::records_of(&tender, kind));
+    build_bundle(shared, move |chain| {
+        proofs::state_bundle(chain, &[key], Some(&prefix))
+    })
+    .await
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Reply {

@@ -7,13 +7,15 @@ use std::sync::Arc;
 
 use bidchain_consensus::Message;
 use bidchain_genesis::Genesis;
-use bidchain_runtime::block::{Block, CommitCertificate, Header};
+use bidchain_runtime::block::{Block, BlockHash, CommitCertificate, Header};
 use bidchain_runtime::codec::{self, CodecError};
 use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::Height;
 use bidchain_runtime::receipt::Receipt;
-use bidchain_runtime::state::{self, Changes, StateError, StateView};
+use bidchain_runtime::smt::{self, Node, NodePos, NodeStore, NodeWrites, SmtError, TreeUpdate};
+use bidchain_runtime::state::{Changes, StateError, StateView};
 use bidchain_runtime::tx::{SignedTransaction, TxHash};
+use bidchain_runtime::validator::ValidatorSet;
 use bincode::{Decode, Encode};
 use rocksdb::{ColumnFamilyDescriptor, DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
@@ -33,6 +35,8 @@ pub enum StorageError {
     GenesisMismatch { stored: Hash, given: Hash },
     #[error("genesis: {0}")]
     Genesis(#[from] bidchain_genesis::GenesisError),
+    #[error("state tree: {0}")]
+    Tree(#[from] SmtError),
     #[error("block {got} does not follow the stored tip {tip}")]
     NotNext { tip: Height, got: Height },
 }
@@ -61,6 +65,12 @@ impl TableKey for (Height, u32) {
         let mut key = self.0.0.to_be_bytes().to_vec();
         key.extend(self.1.to_be_bytes());
         key
+    }
+}
+
+impl TableKey for (Height, BlockHash) {
+    fn key_bytes(&self) -> Vec<u8> {
+        [&self.0.0.to_be_bytes()[..], &self.1.0.0[..]].concat()
     }
 }
 
@@ -122,21 +132,32 @@ table!(Commits, "commits", Height, CommitCertificate);
 table!(TxIndex, "txs", TxHash, TxLocation);
 table!(Receipts, "receipts", TxHash, Receipt);
 table!(Meta, "meta", MetaKey, ChainMeta);
+// The validator set a block installs for the next height, for blocks that change it: the
+// path a light client follows from genesis.
+table!(SetChanges, "set_changes", Height, ValidatorSet);
 // What this validator signed (and the prevotes behind its lock) at heights not yet
 // committed: the consensus core's memory across a crash.
 table!(ConsensusLog, "consensus", (Height, u32), Message);
+// The blocks behind what this validator signed at heights not yet committed: after a crash
+// it can still commit a block it precommitted, even one it proposed and nobody else holds.
+table!(SignedBlocks, "signed_blocks", (Height, BlockHash), Block);
 
 /// Raw state entries: keys and values are the state machine's own bytes.
 const STATE_CF: &str = "state";
-const ALL_CFS: [&str; 8] = [
+/// The state tree's nodes by position (`smt::NodePos::to_bytes`), latest version only.
+const TREE_CF: &str = "state_tree";
+const ALL_CFS: [&str; 11] = [
     Headers::NAME,
     Bodies::NAME,
     Commits::NAME,
     TxIndex::NAME,
     Receipts::NAME,
     STATE_CF,
+    TREE_CF,
+    SetChanges::NAME,
     Meta::NAME,
     ConsensusLog::NAME,
+    SignedBlocks::NAME,
 ];
 
 /// Everything one block commit writes.
@@ -146,6 +167,10 @@ pub struct BlockCommit<'a> {
     pub certificate: &'a CommitCertificate,
     pub receipts: &'a [Receipt],
     pub changes: &'a Changes,
+    /// The state tree's node writes that go with `changes`.
+    pub state_nodes: &'a NodeWrites,
+    /// The set this block installs, when it changes the set.
+    pub next_validators: Option<&'a ValidatorSet>,
 }
 
 /// The node's database. Cloning it clones a handle (execution lends one to each contract
@@ -187,7 +212,10 @@ impl Storage {
         }
         let mut batch = WriteBatch::default();
         let state_cf = self.cf(STATE_CF)?;
-        for (key, value) in genesis.initial_state()? {
+        let initial = genesis.initial_state()?;
+        let tree = smt::update(self, initial.iter().map(|(k, v)| (&k[..], Some(&v[..]))))?;
+        self.put_tree(&mut batch, &tree.writes)?;
+        for (key, value) in initial {
             batch.put_cf(state_cf, key, value);
         }
         let meta = ChainMeta {
@@ -325,22 +353,57 @@ impl Storage {
                 None => batch.delete_cf(state_cf, key),
             }
         }
+        self.put_tree(&mut batch, commit.state_nodes)?;
+        if let Some(set) = commit.next_validators {
+            self.put::<SetChanges>(&mut batch, &height, set)?;
+        }
         // Messages signed up to this height can no longer matter: the height is decided.
         let log_cf = self.cf(ConsensusLog::NAME)?;
         batch.delete_range_cf(log_cf, Vec::new(), (height.next(), 0).key_bytes());
+        let blocks_cf = self.cf(SignedBlocks::NAME)?;
+        let end = (height.next(), BlockHash::default()).key_bytes();
+        batch.delete_range_cf(blocks_cf, Vec::new(), end);
         meta.latest_height = height;
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
         self.write_synced(batch)
     }
 
     /// Makes messages this validator signed durable (WAL synced) before they are sent:
-    /// each entry is (height, sequence number at that height, message).
-    pub fn log_signed(&self, entries: &[(Height, u32, &Message)]) -> Result<(), StorageError> {
+    /// each entry is (height, sequence number at that height, message); `blocks` are the
+    /// blocks they sign for that are not logged yet.
+    pub fn log_signed(
+        &self,
+        entries: &[(Height, u32, &Message)],
+        blocks: &[&Block],
+    ) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         for (height, seq, message) in entries {
             self.put::<ConsensusLog>(&mut batch, &(*height, *seq), message)?;
         }
+        for block in blocks {
+            let key = (block.header.height, block.id());
+            self.put::<SignedBlocks>(&mut batch, &key, block)?;
+        }
         self.write_synced(batch)
+    }
+
+    /// The blocks logged with this validator's messages at `height`.
+    pub fn signed_blocks(&self, height: Height) -> Result<Vec<Block>, StorageError> {
+        let prefix = height.0.to_be_bytes();
+        let cf = self.cf(SignedBlocks::NAME)?;
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator_cf(cf, prefix) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let corrupt = |source| StorageError::Corrupt {
+                table: SignedBlocks::NAME,
+                source,
+            };
+            out.push(Block::decode(&value).map_err(corrupt)?);
+        }
+        Ok(out)
     }
 
     /// The messages logged at `height`, in the order they were logged.
@@ -363,30 +426,129 @@ impl Storage {
         Ok(out)
     }
 
-    /// The state root after applying `changes` to the committed state: a merge-join of the
-    /// state column family (in key order) with the changes (in key order).
-    pub fn state_root_with(&self, changes: &Changes) -> Result<Hash, StorageError> {
-        let mut leaves = Vec::new();
-        let mut pending = changes.iter().peekable();
-        for item in self.db.iterator_cf(self.cf(STATE_CF)?, IteratorMode::Start) {
+    /// The state tree after applying `changes` to the committed state: its root and the
+    /// node writes to commit with them.
+    pub fn state_update(&self, changes: &Changes) -> Result<TreeUpdate, StorageError> {
+        let changes = changes.iter().map(|(k, v)| (&k[..], v.as_deref()));
+        Ok(smt::update(self, changes)?)
+    }
+
+    fn put_tree(&self, batch: &mut WriteBatch, writes: &NodeWrites) -> Result<(), StorageError> {
+        let cf = self.cf(TREE_CF)?;
+        for (pos, node) in writes {
+            match node {
+                Some(node) => batch.put_cf(cf, pos.to_bytes(), node.to_bytes()),
+                None => batch.delete_cf(cf, pos.to_bytes()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The changes of validator set from genesis up to and including `height`, in order.
+    pub fn set_changes_until(
+        &self,
+        height: Height,
+    ) -> Result<Vec<(Height, ValidatorSet)>, StorageError> {
+        let cf = self.cf(SetChanges::NAME)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (key, value) = item?;
-            while let Some((ck, cv)) = pending.next_if(|(ck, _)| ck.as_slice() < &*key) {
-                if let Some(cv) = cv {
-                    leaves.push(state::entry_leaf(ck, cv));
-                }
+            let at = <[u8; 8]>::try_from(&key[..]).map(|b| Height(u64::from_be_bytes(b)));
+            let corrupt = |source| StorageError::Corrupt {
+                table: SetChanges::NAME,
+                source,
+            };
+            let at = at.map_err(|_| corrupt(CodecError::Malformed("height key".into())))?;
+            if at > height {
+                break;
             }
-            match pending.next_if(|(ck, _)| ck.as_slice() == &*key) {
-                Some((_, Some(cv))) => leaves.push(state::entry_leaf(&key, cv)),
-                Some((_, None)) => {}
-                None => leaves.push(state::entry_leaf(&key, &value)),
-            }
+            out.push((at, codec::decode(&value).map_err(corrupt)?));
         }
-        for (ck, cv) in pending {
-            if let Some(cv) = cv {
-                leaves.push(state::entry_leaf(ck, cv));
-            }
+        Ok(out)
+    }
+
+    /// A consistent read of the latest committed block and the state at it.
+    pub fn snapshot(&self) -> StateSnapshot<'_> {
+        StateSnapshot {
+            storage: self,
+            snapshot: self.db.snapshot(),
         }
-        Ok(bidchain_runtime::merkle::root(&leaves))
+    }
+}
+
+/// The committed state at one instant: reads through it ignore later commits.
+pub struct StateSnapshot<'a> {
+    storage: &'a Storage,
+    snapshot: rocksdb::Snapshot<'a>,
+}
+
+impl std::fmt::Debug for StateSnapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateSnapshot").finish_non_exhaustive()
+    }
+}
+
+impl StateSnapshot<'_> {
+    fn get_raw(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.snapshot.get_cf(self.storage.cf(cf)?, key)?)
+    }
+
+    pub fn latest_height(&self) -> Result<Height, StorageError> {
+        let Some(bytes) = self.get_raw(Meta::NAME, &MetaKey::Chain.key_bytes())? else {
+            return Ok(Height::GENESIS);
+        };
+        let meta: ChainMeta = codec::decode(&bytes).map_err(|source| StorageError::Corrupt {
+            table: Meta::NAME,
+            source,
+        })?;
+        Ok(meta.latest_height)
+    }
+
+    /// State keys starting with `prefix`, at most `limit`, in key order.
+    pub fn keys_with_prefix(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let cf = self.storage.cf(STATE_CF)?;
+        let mode = IteratorMode::From(prefix, rocksdb::Direction::Forward);
+        let mut keys = Vec::new();
+        for item in self.snapshot.iterator_cf(cf, mode) {
+            let (key, _) = item?;
+            if !key.starts_with(prefix) || keys.len() >= limit {
+                break;
+            }
+            keys.push(key.to_vec());
+        }
+        Ok(keys)
+    }
+
+    /// A state entry's value and its proof against the state root of the latest block.
+    pub fn prove(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, smt::StateProof), StorageError> {
+        let value = self.get_raw(STATE_CF, key)?;
+        Ok((value, smt::prove(self, key)?))
+    }
+}
+
+impl NodeStore for StateSnapshot<'_> {
+    fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
+        let bytes = self
+            .get_raw(TREE_CF, &pos.to_bytes())
+            .map_err(|e| SmtError::Storage(e.to_string()))?;
+        bytes.map(|b| Node::from_bytes(&b)).transpose()
+    }
+}
+
+impl NodeStore for Storage {
+    fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
+        let cf = self
+            .cf(TREE_CF)
+            .map_err(|e| SmtError::Storage(e.to_string()))?;
+        let bytes = self
+            .db
+            .get_pinned_cf(cf, pos.to_bytes())
+            .map_err(|e| SmtError::Storage(e.to_string()))?;
+        bytes.map(|b| Node::from_bytes(&b)).transpose()
     }
 }
 
@@ -407,21 +569,26 @@ mod tests {
     use std::collections::BTreeMap;
 
     #[test]
-    fn merge_join_root_equals_root_of_applied_map() {
+    fn committed_tree_proves_entries_and_absences() {
         let dir = tempfile::tempdir().unwrap();
         let genesis = crate::testing::genesis_for(&[1], &[]);
         let storage = Storage::open(dir.path(), &genesis).unwrap();
-        let mut applied: BTreeMap<Vec<u8>, Vec<u8>> = genesis.initial_state().unwrap();
-        let first = applied.keys().next().unwrap().clone();
-        let mut changes = Changes::new();
-        changes.insert(vec![0], Some(vec![1]));
-        changes.insert(first.clone(), None);
-        changes.insert(vec![0xff, 1], Some(vec![2]));
-        applied.remove(&first);
-        applied.insert(vec![0], vec![1]);
-        applied.insert(vec![0xff, 1], vec![2]);
-        let expected = state::state_root(applied.iter().map(|(k, v)| (&k[..], &v[..])));
-        assert_eq!(storage.state_root_with(&changes).unwrap(), expected);
+        let initial: BTreeMap<Vec<u8>, Vec<u8>> = genesis.initial_state().unwrap();
+        let root = smt::update(
+            &BTreeMap::new(),
+            initial.iter().map(|(k, v)| (&k[..], Some(&v[..]))),
+        )
+        .unwrap()
+        .root;
+        let snapshot = storage.snapshot();
+        for (key, value) in &initial {
+            let (got, proof) = snapshot.prove(key).unwrap();
+            assert_eq!(got.as_ref(), Some(value));
+            proof.verify(&root, key, Some(value)).unwrap();
+        }
+        let (got, proof) = snapshot.prove(b"no such key").unwrap();
+        assert_eq!(got, None);
+        proof.verify(&root, b"no such key", None).unwrap();
     }
 
     #[test]

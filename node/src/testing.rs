@@ -101,7 +101,8 @@ pub fn create_account_tx_on(
 #[derive(Debug)]
 pub struct TestChain {
     pub chain: Chain,
-    validator: Keypair,
+    /// Keys of validators this chain signs for: every one in the current set certifies.
+    validators: Vec<Keypair>,
 }
 
 impl TestChain {
@@ -111,8 +112,13 @@ impl TestChain {
         let contracts = genesis.contracts()?;
         Ok(TestChain {
             chain: Chain::new(storage, genesis, contracts),
-            validator,
+            validators: vec![validator],
         })
+    }
+
+    /// Signs with `key` too whenever it is in the validator set (after a set change).
+    pub fn add_validator_key(&mut self, key: Keypair) {
+        self.validators.push(key);
     }
 
     /// Builds, certifies and commits one block of `txs` at `time`; returns its receipts.
@@ -122,24 +128,30 @@ impl TestChain {
         txs: Vec<SignedTransaction>,
         time: Timestamp,
     ) -> Result<Vec<Receipt>, ChainError> {
-        let proposal = self
-            .chain
-            .build_proposal(txs, time, self.validator.public())?;
+        let proposer = self.validators.first().map(Keypair::public);
+        let proposer = proposer.ok_or(ChainError::NoValidatorSet)?;
+        let proposal = self.chain.build_proposal(txs, time, proposer)?;
         let header = &proposal.block.header;
+        let set = self.chain.validator_set()?;
+        let signing =
+            precommit_signing_bytes(&header.chain_id, header.height, Round(0), &header.id());
+        let signatures = set
+            .validators()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, v)| {
+                let key = self.validators.iter().find(|k| k.public() == v.key)?;
+                Some(CommitSig {
+                    validator_index: u16::try_from(index).ok()?,
+                    signature: key.sign(&signing),
+                })
+            })
+            .collect();
         let certificate = CommitCertificate {
             height: header.height,
             round: Round(0),
             block_id: header.id(),
-            signatures: BoundedVec::new(vec![CommitSig {
-                validator_index: 0,
-                signature: self.validator.sign(&precommit_signing_bytes(
-                    &header.chain_id,
-                    header.height,
-                    Round(0),
-                    &header.id(),
-                )),
-            }])
-            .unwrap_or_default(),
+            signatures: BoundedVec::new(signatures).unwrap_or_default(),
         };
         self.chain.commit(&proposal, &certificate)?;
         Ok(proposal.executed.receipts)

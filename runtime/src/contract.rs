@@ -155,6 +155,8 @@ pub struct CallContext {
     pub block_height: u64,
     pub block_time_ms: u64,
     pub random_seed: [u8; 32],
+    /// The calling transaction's hash, for records that name it.
+    pub tx_hash: [u8; 32],
 }
 
 /// An event a contract emitted.
@@ -658,6 +660,14 @@ fn link_host(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             write_bytes(&mut caller, out, &key)
         },
     )?;
+    linker.func_wrap(
+        "env",
+        "tx_hash",
+        |mut caller: Caller<'_, HostState>, out: i32| {
+            let hash = caller.data().context.tx_hash;
+            write_bytes(&mut caller, out, &hash)
+        },
+    )?;
     linker.func_wrap("env", "caller_role", |mut caller: Caller<'_, HostState>| {
         charge(&mut caller, 0)?;
         Ok(caller.data().context.caller_role)
@@ -753,6 +763,7 @@ mod tests {
             block_height: 42,
             block_time_ms: 1_700_000_000_000,
             random_seed: [9; 32],
+            tx_hash: [3; 32],
         }
     }
 

@@ -17,7 +17,7 @@ use crate::ids::{AccountId, ChainId, Height, Nonce};
 use crate::receipt::{Event, Receipt, TxOutcome};
 use crate::state::{self, Account, Changes, Overlay, StateError, StateKey, StateView};
 use crate::time::Timestamp;
-use crate::tx::{ContractCall, NativeCall, Payload, Role, SignedTransaction};
+use crate::tx::{ContractCall, NativeCall, Payload, Role, SignedTransaction, TxHash};
 use crate::validator::{MAX_VALIDATOR_NAME_LEN, Validator, ValidatorSet, ValidatorSetError};
 
 /// What execution may know about the block it runs in.
@@ -299,7 +299,9 @@ fn execute_tx<V: StateView + Clone + Send + 'static>(
 
     let checkpoint = state.checkpoint();
     let mut fuel_used = 0;
-    let (outcome, events) = match apply(state, ctx, &sender, &stx.tx.payload, &mut fuel_used) {
+    let tx_hash = stx.hash();
+    let applied = apply(state, ctx, &sender, stx, tx_hash, &mut fuel_used);
+    let (outcome, events) = match applied {
         Ok(events) => (TxOutcome::Ok, events),
         Err(ApplyError::Rejected(rejection)) => {
             state.rollback(checkpoint);
@@ -312,7 +314,7 @@ fn execute_tx<V: StateView + Clone + Send + 'static>(
         Err(ApplyError::Host(error)) => return Err(ExecError::ContractHost { index, error }),
     };
     Ok(Receipt {
-        tx_hash: stx.hash(),
+        tx_hash,
         height: ctx.env.height,
         index: u32::try_from(index).unwrap_or(u32::MAX),
         outcome,
@@ -343,12 +345,13 @@ fn apply<V: StateView + Clone + Send + 'static>(
     state: &mut Overlay<'_, V>,
     ctx: &BlockCtx<'_>,
     sender: &Account,
-    payload: &Payload,
+    stx: &SignedTransaction,
+    tx_hash: TxHash,
     fuel_used: &mut u64,
 ) -> Result<Vec<Event>, ApplyError> {
-    match payload {
+    match &stx.tx.payload {
         Payload::Native(call) => apply_native(state, sender, call),
-        Payload::Call(call) => apply_call(state, ctx, sender, call, fuel_used),
+        Payload::Call(call) => apply_call(state, ctx, (sender, tx_hash), call, fuel_used),
     }
 }
 
@@ -382,7 +385,7 @@ impl<V: StateView + Send + 'static> ContractStorage for CallView<V> {
 fn apply_call<V: StateView + Clone + Send + 'static>(
     state: &mut Overlay<'_, V>,
     ctx: &BlockCtx<'_>,
-    sender: &Account,
+    (sender, tx_hash): (&Account, TxHash),
     call: &ContractCall,
     fuel_used: &mut u64,
 ) -> Result<Vec<Event>, ApplyError> {
@@ -398,6 +401,7 @@ fn apply_call<V: StateView + Clone + Send + 'static>(
         block_height: ctx.env.height.0,
         block_time_ms: ctx.env.time.as_millis(),
         random_seed: ctx.seed.0,
+        tx_hash: tx_hash.0.0,
     };
     let view = Box::new(CallView {
         base: state.base().clone(),

@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::bounded::BoundedString;
 use crate::codec::{self, CodecError};
 use crate::crypto::PublicKey;
-use crate::hash::Hash;
 use crate::ids::{AccountId, Nonce};
-use crate::merkle;
 use crate::tx::{MAX_LABEL_LEN, Role};
 use crate::validator::ValidatorSet;
 
@@ -202,24 +200,6 @@ pub fn get_after<V: StateView + ?Sized, T: Decode<()>>(
     decode_entry(&raw, value)
 }
 
-/// The state root: the RFC 6962 Merkle root over all entries in key order, each leaf the
-/// canonical encoding of (key, value).
-///
-/// This recomputes over the whole state. It is exact and simple, and linear in the state
-/// size; an authenticated tree with proofs of absence (jmt) is what replaces it.
-pub fn state_root<'a>(entries: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Hash {
-    let leaves: Vec<Hash> = entries.map(|(k, v)| entry_leaf(k, v)).collect();
-    merkle::root(&leaves)
-}
-
-/// The leaf of one state entry.
-pub fn entry_leaf(key: &[u8], value: &[u8]) -> Hash {
-    let mut data = (key.len() as u64).to_le_bytes().to_vec();
-    data.extend_from_slice(key);
-    data.extend_from_slice(value);
-    merkle::leaf_hash(&data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,12 +219,5 @@ mod tests {
         assert_eq!(overlay.get_raw(b"v").unwrap(), Some(vec![1]));
         assert_eq!(overlay.get_raw(b"w").unwrap(), Some(vec![2]));
         assert_eq!(overlay.get_raw(b"x").unwrap(), None);
-    }
-
-    #[test]
-    fn state_root_depends_on_keys_and_values_and_is_unambiguous() {
-        let a = state_root([(&b"ab"[..], &b"c"[..])].into_iter());
-        let b = state_root([(&b"a"[..], &b"bc"[..])].into_iter());
-        assert_ne!(a, b);
     }
 }

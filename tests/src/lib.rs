@@ -20,6 +20,7 @@ use bidchain_runtime::block::tx_leaf;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{Height, Nonce};
 use bidchain_runtime::merkle;
+use bidchain_runtime::proof::Bundle;
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::{NativeCall, Payload, Role, SignedTransaction, Transaction};
 
@@ -106,6 +107,7 @@ impl SoloNet {
 pub async fn check_chain(client: &Client, genesis: &Genesis) -> Result<Height> {
     let tip = client.status().await?.height;
     let validators = genesis.validator_set()?;
+    let trust = bidchain_cli::proof_cli::trust_of(genesis)?;
     let mut prev_id = genesis.block_id();
     let mut prev_time = genesis.genesis_time;
     for h in 1..=tip.0 {
@@ -143,7 +145,12 @@ pub async fn check_chain(client: &Client, genesis: &Genesis) -> Result<Height> {
                 tx.index == Some(i as u32),
                 "tx {hash}: receipt index mismatch"
             );
-            bidchain_cli::verify::verify_receipt(genesis, &tx, &block)?;
+            let bundle = client.bundle(&format!("/txs/{hash}/proof")).await?;
+            let verified = Bundle::decode(&bundle)?.verify(&trust)?;
+            ensure!(
+                verified.height == Height(h),
+                "tx {hash}: proven at another height"
+            );
         }
         prev_id = block.block_id;
         prev_time = header.time;

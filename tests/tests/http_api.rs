@@ -11,10 +11,11 @@
 use std::time::Duration;
 
 use bidchain_cli::client::Refused;
-use bidchain_cli::verify::verify_receipt;
+use bidchain_cli::proof_cli::trust_of;
 use bidchain_node::api::TxStatus;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{AccountId, ChainId, Height, Nonce};
+use bidchain_runtime::proof::{Bundle, Claim};
 use bidchain_runtime::receipt::TxOutcome;
 use bidchain_runtime::tx::{MAX_TX_BYTES, Role};
 use bidchain_tests::SoloNet;
@@ -52,8 +53,36 @@ async fn http_api_end_to_end() {
     let height = included.height.unwrap();
     let block = client.block(height).await.unwrap();
     assert!(block.tx_hashes.contains(&tx.hash()));
-    let verified = verify_receipt(&net.genesis, &included, &block).unwrap();
-    assert_eq!(verified.signers, vec!["hub".to_owned()]);
+    // Its proof bundle, checked from genesis alone.
+    let bytes = client
+        .bundle(&format!("/txs/{}/proof", tx.hash()))
+        .await
+        .unwrap();
+    let bundle = Bundle::decode(&bytes).unwrap();
+    let verified = bundle.verify(&trust_of(&net.genesis).unwrap()).unwrap();
+    assert_eq!(verified.height, height);
+    assert_eq!(verified.signers[0].name, "hub");
+    assert!(
+        matches!(&bundle.claim, Claim::Receipt { receipt, .. } if receipt.tx_hash == tx.hash())
+    );
+    // A state proof of the account it created (present), and of a key never written.
+    let absent = client
+        .bundle("/contracts/archive/state/00ff/proof")
+        .await
+        .unwrap();
+    let absent = Bundle::decode(&absent).unwrap();
+    absent.verify(&trust_of(&net.genesis).unwrap()).unwrap();
+    assert_eq!(
+        absent.state_value(&bidchain_runtime::state::contract_key(
+            "archive",
+            &[0, 0xff]
+        )),
+        Some(None)
+    );
+    let missing = client
+        .bundle(&format!("/txs/{}/proof", "00".repeat(32)))
+        .await;
+    assert_eq!(refusal(missing).status, 404);
 
     // A rule violation is included and its receipt says why.
     let bidder_tx = net.create_account(&net.bidder, Nonce(0), Role::Bidder);

@@ -7,7 +7,9 @@
 // Test code: a failed unwrap or panic is a failed test, which is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use bidchain_cli::proof_cli::{DrawCheck, check_draw, trust_of};
 use bidchain_cli::trading::{self, contract_names as names};
+use bidchain_node::proofs;
 use bidchain_node::testing::{TEST_GENESIS_MS, TestChain, chain_id, genesis_for};
 use bidchain_runtime::BoundedString;
 use bidchain_runtime::block::Block;
@@ -528,6 +530,24 @@ fn a_whole_tender_and_a_failed_one() {
     assert_eq!(
         record.registry_hash,
         experts::registry_hash(&registry_now, sha)
+    );
+    assert_eq!(
+        record.qualified,
+        experts::qualified_ids(&registry_now, &request)
+    );
+
+    // `experts verify-draw`'s check, from proof bundles and genesis alone.
+    let trust = trust_of(w.chain.chain.genesis()).unwrap();
+    let draw_key = contract_key(names::EXPERTS, &experts::keys::draw(&t1));
+    let draw_bundle = proofs::state_bundle(&w.chain.chain, &[draw_key], None).unwrap();
+    let seed_bundle = proofs::seed_bundle(&w.chain.chain, draw_height).unwrap();
+    let check = check_draw(&draw_bundle.encode(), &seed_bundle.encode(), &trust, &t1);
+    assert!(matches!(check, DrawCheck::Verified { .. }), "{check:?}");
+    let wrong_block = proofs::seed_bundle(&w.chain.chain, request_height).unwrap();
+    let check = check_draw(&draw_bundle.encode(), &wrong_block.encode(), &trust, &t1);
+    assert!(
+        matches!(check, DrawCheck::WrongSeedBlock { .. }),
+        "{check:?}"
     );
 
     // Window closed: bidder 4's late reveal is refused, its bid revoked; 3 consistent bids.

@@ -72,6 +72,7 @@ fn record(
         time_ms: sdk::block_time_ms(),
         height: sdk::block_height(),
         recorded_by: sdk::caller(),
+        tx: sdk::tx_hash(),
     };
     sdk::store(&key, &record);
     sdk::store(&keys::index(id), &index);

@@ -237,6 +237,7 @@ fn draw(id: &TenderId) -> Result<(), Refusal> {
         seed,
         registry_hash: pending.registry_hash,
         registry_size: pending.registry_size,
+        qualified: pending.qualified,
         members: drawn.members,
         alternates: drawn.alternates,
         request,

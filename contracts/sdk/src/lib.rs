@@ -85,6 +85,7 @@ mod host {
         pub fn storage_set(key: *const u8, key_len: i32, value: *const u8, value_len: i32);
         pub fn storage_delete(key: *const u8, key_len: i32);
         pub fn caller(out: *mut u8);
+        pub fn tx_hash(out: *mut u8);
         pub fn caller_role() -> i32;
         pub fn block_height() -> i64;
         pub fn block_time_ms() -> i64;
@@ -162,6 +163,13 @@ pub fn caller() -> AccountKey {
     let mut out = [0u8; 32];
     unsafe { host::caller(out.as_mut_ptr()) };
     AccountKey(out)
+}
+
+/// The hash of the transaction making this call.
+pub fn tx_hash() -> Digest {
+    let mut out = [0u8; 32];
+    unsafe { host::tx_hash(out.as_mut_ptr()) };
+    Digest(out)
 }
 
 /// See `bidchain_trading::roles`.

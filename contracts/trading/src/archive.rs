@@ -61,6 +61,8 @@ pub struct ArchiveRecord {
     pub time_ms: u64,
     pub height: u64,
     pub recorded_by: AccountKey,
+    /// The recording transaction.
+    pub tx: Digest,
 }
 record!(ArchiveRecord {
     tender,
@@ -69,7 +71,8 @@ record!(ArchiveRecord {
     size_bytes,
     time_ms,
     height,
-    recorded_by
+    recorded_by,
+    tx
 });
 
 /// Calls of the `archive` contract.
@@ -121,14 +124,12 @@ pub mod keys {
 
     /// One record: a tender's file of one kind with one hash.
     pub fn record(tender: &TenderId, kind: ArchiveKind, sha256: &Digest) -> Vec<u8> {
-        [
-            b"a/",
-            tender.as_str().as_bytes(),
-            b"/",
-            &[kind as u8][..],
-            &sha256.0[..],
-        ]
-        .concat()
+        [&records_of(tender, kind)[..], &sha256.0[..]].concat()
+    }
+
+    /// The prefix of every record of a tender's files of one kind.
+    pub fn records_of(tender: &TenderId, kind: ArchiveKind) -> Vec<u8> {
+        [b"a/", tender.as_str().as_bytes(), b"/", &[kind as u8][..]].concat()
     }
 
     /// The tender's records in order, a `Vec<(ArchiveKind, Digest)>`.

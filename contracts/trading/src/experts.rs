@@ -109,6 +109,9 @@ pub struct DrawRecord {
     /// SHA-256 of the encoded registry snapshot the draw read (every expert, id order).
     pub registry_hash: Digest,
     pub registry_size: u32,
+    /// The experts who qualified at the request, in registry order: with `seed` and
+    /// `request`, what the ranking is recomputed from (`bidchain experts verify-draw`).
+    pub qualified: Vec<ExpertId>,
     /// The committee, in draw order.
     pub members: Vec<ExpertId>,
     /// Ranked alternates, first replacement first.
@@ -123,6 +126,7 @@ record!(DrawRecord {
     seed,
     registry_hash,
     registry_size,
+    qualified,
     members,
     alternates,
 });
@@ -392,6 +396,7 @@ mod tests {
             seed: Digest([2; 32]),
             registry_hash: Digest([3; 32]),
             registry_size: 4,
+            qualified: vec![ExpertId([6; 32])],
             members: vec![ExpertId([5; 32])],
             alternates: vec![],
         };
