@@ -6,6 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use bidchain_node::api::*;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{AccountId, ChainId, Height};
+use bidchain_runtime::proof::MAX_BUNDLE_BYTES;
 use bidchain_runtime::tx::{Payload, SignedTransaction, Transaction, TxHash};
 use serde::de::DeserializeOwned;
 
@@ -80,7 +81,7 @@ impl Client {
     /// A proof bundle's bytes (`GET .../proof`); a refusal comes back as [`Refused`].
     pub async fn bundle(&self, path: &str) -> Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);
-        let response = self
+        let mut response = self
             .http
             .get(&url)
             .send()
@@ -92,8 +93,22 @@ impl Client {
             let err = self.decode::<serde_json::Value>(response).await.err();
             return Err(err.unwrap_or_else(|| anyhow!("node answered HTTP {status}")));
         }
-        let bytes = response.bytes().await.context("reading the bundle")?;
-        Ok(bytes.to_vec())
+        // A node is not trusted: read no more than a bundle may hold.
+        let limit = MAX_BUNDLE_BYTES + 1;
+        if response
+            .content_length()
+            .is_some_and(|len| len > limit as u64)
+        {
+            bail!("the node's bundle is larger than {MAX_BUNDLE_BYTES} bytes");
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.context("reading the bundle")? {
+            if bytes.len() + chunk.len() > limit {
+                bail!("the node's bundle is larger than {MAX_BUNDLE_BYTES} bytes");
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
     }
 
     pub async fn status(&self) -> Result<StatusResponse> {

@@ -22,7 +22,7 @@ use bidchain_trading::time::format_ms;
 use bidchain_trading::{Decode, Digest, TenderId};
 use clap::Subcommand;
 
-use crate::client::{Client, Refused};
+use crate::client::Client;
 use crate::trading::{self, contract_names as names};
 
 /// What a check concluded (an `Err` instead means it could not check).
@@ -66,9 +66,10 @@ pub enum AuditCommand {
         #[arg(long)]
         kind: String,
         /// Fetch the proof from this node...
-        #[arg(long, env = "BIDCHAIN_RPC", conflicts_with = "bundle")]
+        #[arg(long, env = "BIDCHAIN_RPC")]
         rpc: Option<String>,
-        /// ... or read it from a file written by `audit export` (fully offline).
+        /// ... or read it from a file written by `audit export` (fully offline; wins over
+        /// --rpc).
         #[arg(long)]
         bundle: Option<PathBuf>,
         #[arg(long)]
@@ -135,19 +136,12 @@ pub async fn receipt(cmd: ReceiptCommand) -> Result<Verdict> {
         genesis,
     } = cmd;
     let trust = trust(&genesis)?;
-    let bytes = match Client::new(&rpc)?
+    // A node's "not committed" proves nothing (it may be behind, or lying): that is a
+    // "could not check", not a "not verified".
+    let bytes = Client::new(&rpc)?
         .bundle(&format!("/txs/{tx_hash}/proof"))
         .await
-    {
-        Ok(bytes) => bytes,
-        Err(err) => match err.downcast_ref::<Refused>() {
-            Some(refused) if refused.status == 404 => {
-                println!("NOT VERIFIED: the chain holds no transaction {tx_hash} ({refused})");
-                return Ok(Verdict::NotVerified);
-            }
-            _ => return Err(err),
-        },
-    };
+        .with_context(|| format!("no proof of transaction {tx_hash} from {rpc}"))?;
     let Some((bundle, verified)) = check_bundle(&bytes, &trust) else {
         return Ok(Verdict::NotVerified);
     };
@@ -365,8 +359,8 @@ impl FileTarget {
                 println!("NOT VERIFIED: the bundle is for another file, tender or kind")
             }
             FileCheck::NotRecorded { others, anchor } if others.is_empty() => println!(
-                "NOT VERIFIED: not recorded: the chain holds no {kind} of tender {tender} with sha256 {sha256} (proven absent at height {})",
-                anchor.height
+                "NOT VERIFIED: not recorded: as of block {} ({}), the chain holds no {kind} of tender {tender} with sha256 {sha256}",
+                anchor.height, anchor.time
             ),
             FileCheck::NotRecorded { others, .. } => {
                 println!(

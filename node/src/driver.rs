@@ -80,6 +80,8 @@ pub enum DriverError {
     Chain(#[from] ChainError),
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    #[error("a quorum decided block {0}, which this node's execution refused")]
+    DecidedInvalidBlock(BlockHash),
 }
 
 pub struct Driver {
@@ -271,6 +273,7 @@ impl Driver {
                     self.blocks.insert(id, Candidate::Valid(proposal));
                     self.logged_blocks.insert(id);
                 }
+                Err(err @ ChainError::Storage(_)) => return Err(err.into()),
                 Err(err) => tracing::warn!(%err, block = %id, "a logged block no longer verifies"),
             }
         }
@@ -406,10 +409,16 @@ impl Driver {
         block_id: BlockHash,
         certificate: &CommitCertificate,
     ) -> Result<(), DriverError> {
-        let Some(Candidate::Valid(proposal)) = self.blocks.remove(&block_id) else {
-            // A quorum decided a block this node lacks: block sync fetches it from peers.
-            tracing::warn!(block = %block_id, "decided a block this node does not hold");
-            return Ok(());
+        let proposal = match self.blocks.remove(&block_id) {
+            Some(Candidate::Valid(proposal)) => proposal,
+            // A quorum committed what this node's execution refused: their state and ours
+            // have split, and going on would build on a state nobody else has.
+            Some(Candidate::Invalid(_)) => return Err(DriverError::DecidedInvalidBlock(block_id)),
+            None => {
+                // A quorum decided a block this node lacks: block sync fetches it.
+                tracing::warn!(block = %block_id, "decided a block this node does not hold");
+                return Ok(());
+            }
         };
         self.shared.chain.commit(&proposal, certificate)?;
         self.after_commit(&proposal);

@@ -267,7 +267,13 @@ async fn build_bundle(
     shared: Arc<Shared>,
     build: impl FnOnce(&Chain) -> Result<Bundle, ProofError> + Send + 'static,
 ) -> Reply {
-    let result = tokio::task::spawn_blocking(move || build(&shared.chain))
+    let _slot = shared
+        .proof_slots
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    let chain_owner = Arc::clone(&shared);
+    let result = tokio::task::spawn_blocking(move || build(&chain_owner.chain))
         .await
         .map_err(ApiError::internal)?;
     bundle_reply(result)

@@ -31,7 +31,13 @@ pub struct Shared {
     mempool: Mutex<Mempool>,
     outbound_txs: Mutex<VecDeque<SignedTransaction>>,
     pub metrics: Metrics,
+    /// Proof bundles being built at once (each reads a block's receipts on a blocking
+    /// thread): at most [`MAX_CONCURRENT_PROOFS`].
+    pub proof_slots: tokio::sync::Semaphore,
 }
+
+/// Most proof bundles built at once; more requests wait their turn.
+pub const MAX_CONCURRENT_PROOFS: usize = 4;
 
 /// Counters exported at `/metrics`.
 #[derive(Debug, Default)]
@@ -53,6 +59,7 @@ impl Shared {
             mempool: Mutex::new(mempool),
             outbound_txs: Mutex::new(VecDeque::new()),
             metrics: Metrics::default(),
+            proof_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_PROOFS),
         }
     }
 

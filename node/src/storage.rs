@@ -37,6 +37,10 @@ pub enum StorageError {
     Genesis(#[from] bidchain_genesis::GenesisError),
     #[error("state tree: {0}")]
     Tree(#[from] SmtError),
+    #[error(
+        "the data dir was written before the state tree existed: remove it and let the node sync the chain again"
+    )]
+    NoStateTree,
     #[error("block {got} does not follow the stored tip {tip}")]
     NotNext { tip: Height, got: Height },
 }
@@ -201,7 +205,13 @@ impl Storage {
     fn init_genesis(&self, genesis: &Genesis) -> Result<(), StorageError> {
         let given = genesis.hash();
         match self.meta()? {
-            Some(meta) if meta.genesis_hash == given => return Ok(()),
+            // The genesis state is never empty, so its tree has a root.
+            Some(meta) if meta.genesis_hash == given => {
+                if self.node(NodePos::ROOT)?.is_none() {
+                    return Err(StorageError::NoStateTree);
+                }
+                return Ok(());
+            }
             Some(meta) => {
                 return Err(StorageError::GenesisMismatch {
                     stored: meta.genesis_hash,
