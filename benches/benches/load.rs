@@ -393,7 +393,16 @@ async fn set_up(net: &Localnet, client: &Client, bidders: &[Bidder], center: &mu
 }
 
 async fn run(settings: Settings) -> serde_json::Value {
-    let dir = tempfile::tempdir().unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    // LOAD_KEEP=1 keeps the network's directory (each node's node.log) for a post-mortem.
+    let (dir, _guard) = match std::env::var_os("LOAD_KEEP") {
+        Some(_) => {
+            let kept = temp.keep();
+            println!("keeping {}", kept.display());
+            (kept, None)
+        }
+        None => (temp.path().to_path_buf(), Some(temp)),
+    };
     let mut spec = LocalnetSpec::new(settings.validators, 0);
     spec.base_port = 0;
     spec.chain_id = "bidchain-load".to_owned();
@@ -401,7 +410,7 @@ async fn run(settings: Settings) -> serde_json::Value {
         block_interval_ms: 100,
         ..ConsensusParams::default()
     };
-    let mut net = Localnet::create_or_load(&dir.path().join("net"), &spec).unwrap();
+    let mut net = Localnet::create_or_load(&dir.join("net"), &spec).unwrap();
     let bin = locate_bidchain().unwrap();
     let nodes = net.start_all(&bin).await.unwrap();
     let client = nodes[0].client.clone();
