@@ -19,14 +19,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use bidchain_node::testing::chain_id;
-use bidchain_runtime::block::{
-    CommitCertificate, CommitSig, Header, last_commit_hash, precommit_signing_bytes,
-};
+use bidchain_node::testing::{certify, chain_id};
+use bidchain_runtime::block::{Header, last_commit_hash};
 use bidchain_runtime::bounded::{BoundedBytes, BoundedString, BoundedVec};
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::hash::Hash;
-use bidchain_runtime::ids::{Height, Round};
+use bidchain_runtime::ids::Height;
 use bidchain_runtime::merkle;
 use bidchain_runtime::proof::{Bundle, Claim, SetChange, SignedHeader, StateEntry, Trust};
 use bidchain_runtime::receipt::{Event, Receipt, TxOutcome};
@@ -79,22 +77,7 @@ fn signed(
         proposer: set.1[0].public(),
         last_commit_hash: last_commit_hash(&None),
     };
-    let bytes = precommit_signing_bytes(&header.chain_id, header.height, Round(0), &header.id());
-    let signatures = set
-        .1
-        .iter()
-        .enumerate()
-        .map(|(i, k)| CommitSig {
-            validator_index: set.0.index_of(&k.public()).unwrap_or(i) as u16,
-            signature: k.sign(&bytes),
-        })
-        .collect();
-    let certificate = CommitCertificate {
-        height: header.height,
-        round: Round(0),
-        block_id: header.id(),
-        signatures: BoundedVec::new(signatures).unwrap(),
-    };
+    let certificate = certify(&header, &set.0, &set.1);
     SignedHeader {
         header,
         certificate,
@@ -153,7 +136,7 @@ fn measure(name: &str, bundle: &Bundle, trust: &Trust) -> serde_json::Value {
     let bytes = bundle.encode();
     bundle.verify(trust).unwrap();
     let verify_us = median_us(101, || {
-        Bundle::decode(&bytes).unwrap().verify(trust).unwrap();
+        Bundle::open(&bytes, trust).unwrap();
     });
     println!(
         "{name}: {} bytes, verified in {verify_us:.0} µs (decode + check)",

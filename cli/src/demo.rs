@@ -434,7 +434,7 @@ async fn audit(client: &Client, genesis: &Genesis, tx: &SignedTransaction) -> Re
     );
     let trust = trust_of(genesis)?;
     let bytes = client.bundle(&format!("/txs/{}/proof", tx.hash())).await?;
-    let verified = Bundle::decode(&bytes)?.verify(&trust)?;
+    let (_, verified) = Bundle::open(&bytes, &trust)?;
     let signers: Vec<&str> = verified.signers.iter().map(|s| s.name.as_str()).collect();
     ok(&format!(
         "tx {} is in block {} at {}, certified by {} ({} bytes of proof)",

@@ -24,6 +24,7 @@ use clap::Subcommand;
 
 use crate::client::Client;
 use crate::trading::{self, contract_names as names};
+use crate::trading_cli::event_attrs;
 
 /// What a check concluded (an `Err` instead means it could not check).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -54,17 +55,24 @@ pub enum ReceiptCommand {
     },
 }
 
+/// A tender's file of one archive kind.
+#[derive(clap::Args, Debug)]
+pub struct FileArgs {
+    file: PathBuf,
+    #[arg(long)]
+    tender: String,
+    /// tender-document, bid-file, opening-record, evaluation-report, award-notice,
+    /// contract or recording.
+    #[arg(long)]
+    kind: String,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
     /// Check that FILE is the file the chain recorded for the tender and kind.
     Verify {
-        file: PathBuf,
-        #[arg(long)]
-        tender: String,
-        /// tender-document, bid-file, opening-record, evaluation-report, award-notice,
-        /// contract or recording.
-        #[arg(long)]
-        kind: String,
+        #[command(flatten)]
+        file: FileArgs,
         /// Fetch the proof from this node...
         #[arg(long, env = "BIDCHAIN_RPC")]
         rpc: Option<String>,
@@ -77,11 +85,8 @@ pub enum AuditCommand {
     },
     /// Write the proof bundle of FILE's record to OUT, for checking offline later.
     Export {
-        file: PathBuf,
-        #[arg(long)]
-        tender: String,
-        #[arg(long)]
-        kind: String,
+        #[command(flatten)]
+        file: FileArgs,
         #[arg(long, env = "BIDCHAIN_RPC")]
         rpc: String,
         #[arg(long)]
@@ -104,8 +109,7 @@ pub fn trust_of(genesis: &Genesis) -> Result<Trust> {
 
 /// Decodes and checks a bundle; `None` (after saying why) when it does not hold.
 fn check_bundle(bytes: &[u8], trust: &Trust) -> Option<(Bundle, Verified)> {
-    let checked = Bundle::decode(bytes).and_then(|b| b.verify(trust).map(|v| (b, v)));
-    match checked {
+    match Bundle::open(bytes, trust) {
         Ok(checked) => Some(checked),
         Err(err) => {
             println!("NOT VERIFIED: {err}");
@@ -177,12 +181,7 @@ fn print_receipt(receipt: &Receipt, verified: &Verified) {
         ),
     }
     for event in receipt.events.iter() {
-        let attrs: Vec<String> = event
-            .attributes
-            .iter()
-            .map(|a| format!("{}={}", a.key.as_str(), a.value.as_str()))
-            .collect();
-        println!("  event {}: {}", event.kind.as_str(), attrs.join(" "));
+        println!("  event {}: {}", event.kind.as_str(), event_attrs(event));
         let deadline = event
             .attributes
             .iter()
@@ -197,14 +196,12 @@ pub async fn audit(cmd: AuditCommand) -> Result<Verdict> {
     match cmd {
         AuditCommand::Verify {
             file,
-            tender,
-            kind,
             rpc,
             bundle,
             genesis,
         } => {
             let trust = trust(&genesis)?;
-            let target = FileTarget::new(&file, &tender, &kind)?;
+            let target = FileTarget::new(&file)?;
             let bytes = match (rpc, bundle) {
                 (_, Some(path)) => std::fs::read(&path)
                     .with_context(|| format!("read bundle {}", path.display()))?,
@@ -213,19 +210,13 @@ pub async fn audit(cmd: AuditCommand) -> Result<Verdict> {
             };
             Ok(target.report(&target.check(&bytes, &trust)))
         }
-        AuditCommand::Export {
-            file,
-            tender,
-            kind,
-            rpc,
-            out,
-        } => {
-            let target = FileTarget::new(&file, &tender, &kind)?;
+        AuditCommand::Export { file, rpc, out } => {
+            let target = FileTarget::new(&file)?;
             let bytes = Client::new(&rpc)?.bundle(&target.proof_path()).await?;
             std::fs::write(&out, &bytes).with_context(|| format!("write {}", out.display()))?;
             println!(
                 "wrote the proof bundle of {} ({} bytes) to {}",
-                file.display(),
+                file.file.display(),
                 bytes.len(),
                 out.display()
             );
@@ -266,9 +257,10 @@ pub struct FileTarget {
 }
 
 impl FileTarget {
-    pub fn new(file: &Path, tender: &str, kind: &str) -> Result<FileTarget> {
-        let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
-        FileTarget::of_bytes(&bytes, tender, kind)
+    pub fn new(args: &FileArgs) -> Result<FileTarget> {
+        let path = &args.file;
+        let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        FileTarget::of_bytes(&bytes, &args.tender, &args.kind)
     }
 
     pub fn of_bytes(bytes: &[u8], tender: &str, kind: &str) -> Result<FileTarget> {
@@ -294,8 +286,7 @@ impl FileTarget {
 
     /// Checks the file against a bundle's bytes.
     pub fn check(&self, bytes: &[u8], trust: &Trust) -> FileCheck {
-        let checked = Bundle::decode(bytes).and_then(|b| b.verify(trust).map(|v| (b, v)));
-        let (bundle, anchor) = match checked {
+        let (bundle, anchor) = match Bundle::open(bytes, trust) {
             Ok(checked) => checked,
             Err(err) => return FileCheck::BadBundle(err),
         };
@@ -414,8 +405,7 @@ pub fn proven_draw(
     trust: &Trust,
     tender: &TenderId,
 ) -> Result<(DrawRecord, Verified), DrawCheck> {
-    let bundle = Bundle::decode(bytes).map_err(DrawCheck::BadBundle)?;
-    let anchor = bundle.verify(trust).map_err(DrawCheck::BadBundle)?;
+    let (bundle, anchor) = Bundle::open(bytes, trust).map_err(DrawCheck::BadBundle)?;
     let key = contract_key(names::EXPERTS, &experts::keys::draw(tender));
     let Some(Some(value)) = bundle.state_value(&key) else {
         return Err(DrawCheck::NoDraw);
@@ -433,8 +423,8 @@ pub fn check_draw(draw: &[u8], seed: &[u8], trust: &Trust, tender: &TenderId) ->
         Err(check) => return check,
     };
     let expected = record.requested_height + 1;
-    let seed_bundle = match Bundle::decode(seed).and_then(|b| b.verify(trust).map(|_| b)) {
-        Ok(bundle) => bundle,
+    let seed_bundle = match Bundle::open(seed, trust) {
+        Ok((bundle, _)) => bundle,
         Err(err) => return DrawCheck::BadBundle(err),
     };
     let proven = seed_bundle

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use bidchain_node::api::{TxResponse, TxStatus};
 use bidchain_node::keyfile::read_key_file;
 use bidchain_runtime::crypto::PublicKey;
-use bidchain_runtime::receipt::TxOutcome;
+use bidchain_runtime::receipt::{Event, TxOutcome};
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::Payload;
 use bidchain_trading::archive::{self, ArchiveCall, ArchiveKind, ArchiveRecord};
@@ -301,13 +301,18 @@ pub fn print_receipt(receipt: &TxResponse) {
         _ => println!("tx {} committed at height {height}", receipt.tx_hash),
     }
     for event in &receipt.events {
-        let attrs: Vec<String> = event
-            .attributes
-            .iter()
-            .map(|a| format!("{}={}", a.key.as_str(), a.value.as_str()))
-            .collect();
-        println!("  {} {}", event.kind.as_str(), attrs.join(" "));
+        println!("  {} {}", event.kind.as_str(), event_attrs(event));
     }
+}
+
+/// An event's attributes as `key=value` words.
+pub fn event_attrs(event: &Event) -> String {
+    let attrs: Vec<String> = event
+        .attributes
+        .iter()
+        .map(|a| format!("{}={}", a.key.as_str(), a.value.as_str()))
+        .collect();
+    attrs.join(" ")
 }
 
 pub async fn tender(cmd: TenderCommand) -> Result<()> {

@@ -399,39 +399,33 @@ impl Storage {
 
     /// The blocks logged with this validator's messages at `height`.
     pub fn signed_blocks(&self, height: Height) -> Result<Vec<Block>, StorageError> {
-        let prefix = height.0.to_be_bytes();
-        let cf = self.cf(SignedBlocks::NAME)?;
+        self.entries_at::<SignedBlocks>(height, Block::decode)
+    }
+
+    /// The messages logged at `height`, in the order they were logged.
+    pub fn signed_at(&self, height: Height) -> Result<Vec<Message>, StorageError> {
+        self.entries_at::<ConsensusLog>(height, codec::decode)
+    }
+
+    /// The values of table `T`, whose keys start with a height, at `height`, in key order.
+    fn entries_at<T: Table>(
+        &self,
+        height: Height,
+        decode: fn(&[u8]) -> Result<T::Value, CodecError>,
+    ) -> Result<Vec<T::Value>, StorageError> {
+        let prefix = height.key_bytes();
+        let cf = self.cf(T::NAME)?;
         let mut out = Vec::new();
-        for item in self.db.prefix_iterator_cf(cf, prefix) {
+        for item in self.db.prefix_iterator_cf(cf, &prefix) {
             let (key, value) = item?;
             if !key.starts_with(&prefix) {
                 break;
             }
             let corrupt = |source| StorageError::Corrupt {
-                table: SignedBlocks::NAME,
+                table: T::NAME,
                 source,
             };
-            out.push(Block::decode(&value).map_err(corrupt)?);
-        }
-        Ok(out)
-    }
-
-    /// The messages logged at `height`, in the order they were logged.
-    pub fn signed_at(&self, height: Height) -> Result<Vec<Message>, StorageError> {
-        let prefix = height.0.to_be_bytes();
-        let cf = self.cf(ConsensusLog::NAME)?;
-        let mut out = Vec::new();
-        for item in self.db.prefix_iterator_cf(cf, prefix) {
-            let (key, value) = item?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            out.push(
-                codec::decode(&value).map_err(|source| StorageError::Corrupt {
-                    table: ConsensusLog::NAME,
-                    source,
-                })?,
-            );
+            out.push(decode(&value).map_err(corrupt)?);
         }
         Ok(out)
     }

@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use bidchain_genesis::{ConsensusParams, Genesis, GenesisAccount, GenesisValidator};
-use bidchain_runtime::block::{CommitCertificate, CommitSig, precommit_signing_bytes};
+use bidchain_runtime::block::{CommitCertificate, CommitSig, Header, precommit_signing_bytes};
 use bidchain_runtime::bounded::BoundedVec;
 use bidchain_runtime::ids::Round;
 use bidchain_runtime::receipt::Receipt;
+use bidchain_runtime::validator::ValidatorSet;
 
 use crate::chain::{Chain, ChainError};
 use crate::node::NodeError;
@@ -96,6 +97,30 @@ pub fn create_account_tx_on(
     .sign(signer)
 }
 
+/// The round-0 commit certificate of `header`, signed by every member of `set` whose key
+/// is in `keys`.
+pub fn certify(header: &Header, set: &ValidatorSet, keys: &[Keypair]) -> CommitCertificate {
+    let signing = precommit_signing_bytes(&header.chain_id, header.height, Round(0), &header.id());
+    let signatures = set
+        .validators()
+        .iter()
+        .enumerate()
+        .filter_map(|(index, v)| {
+            let key = keys.iter().find(|k| k.public() == v.key)?;
+            Some(CommitSig {
+                validator_index: u16::try_from(index).ok()?,
+                signature: key.sign(&signing),
+            })
+        })
+        .collect();
+    CommitCertificate {
+        height: header.height,
+        round: Round(0),
+        block_id: header.id(),
+        signatures: BoundedVec::new(signatures).unwrap_or_default(),
+    }
+}
+
 /// A one-validator chain on RocksDB that commits blocks at chosen times without a network:
 /// execution and storage exactly as a node runs them, for tests and benchmarks of the rules.
 #[derive(Debug)]
@@ -131,28 +156,8 @@ impl TestChain {
         let proposer = self.validators.first().map(Keypair::public);
         let proposer = proposer.ok_or(ChainError::NoValidatorSet)?;
         let proposal = self.chain.build_proposal(txs, time, proposer)?;
-        let header = &proposal.block.header;
         let set = self.chain.validator_set()?;
-        let signing =
-            precommit_signing_bytes(&header.chain_id, header.height, Round(0), &header.id());
-        let signatures = set
-            .validators()
-            .iter()
-            .enumerate()
-            .filter_map(|(index, v)| {
-                let key = self.validators.iter().find(|k| k.public() == v.key)?;
-                Some(CommitSig {
-                    validator_index: u16::try_from(index).ok()?,
-                    signature: key.sign(&signing),
-                })
-            })
-            .collect();
-        let certificate = CommitCertificate {
-            height: header.height,
-            round: Round(0),
-            block_id: header.id(),
-            signatures: BoundedVec::new(signatures).unwrap_or_default(),
-        };
+        let certificate = certify(&proposal.block.header, &set, &self.validators);
         self.chain.commit(&proposal, &certificate)?;
         Ok(proposal.executed.receipts)
     }

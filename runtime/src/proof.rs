@@ -188,6 +188,13 @@ impl Bundle {
         }
     }
 
+    /// Decodes a bundle's bytes and checks it against `trust`.
+    pub fn open(bytes: &[u8], trust: &Trust) -> Result<(Bundle, Verified), BundleError> {
+        let bundle = Bundle::decode(bytes)?;
+        let verified = bundle.verify(trust)?;
+        Ok((bundle, verified))
+    }
+
     /// Checks the whole bundle against `trust`.
     pub fn verify(&self, trust: &Trust) -> Result<Verified, BundleError> {
         if self.chain_id != trust.chain_id || self.genesis_hash != trust.genesis_hash {

@@ -146,7 +146,7 @@ pub async fn check_chain(client: &Client, genesis: &Genesis) -> Result<Height> {
                 "tx {hash}: receipt index mismatch"
             );
             let bundle = client.bundle(&format!("/txs/{hash}/proof")).await?;
-            let verified = Bundle::decode(&bundle)?.verify(&trust)?;
+            let (_, verified) = Bundle::open(&bundle, &trust)?;
             ensure!(
                 verified.height == Height(h),
                 "tx {hash}: proven at another height"

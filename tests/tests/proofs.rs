@@ -311,7 +311,7 @@ fn receipt_bundle_proves_the_transaction_and_its_result() {
     let (chain, trust, record_tx) = recorded_then_set_changed(dir.path());
     let bundle = proofs::receipt_bundle(&chain.chain, record_tx.hash()).unwrap();
     let bytes = bundle.encode();
-    let verified = Bundle::decode(&bytes).unwrap().verify(&trust).unwrap();
+    let (_, verified) = Bundle::open(&bytes, &trust).unwrap();
     assert_eq!(verified.height.0, 2);
     assert_eq!(verified.set_changes, 0, "the record precedes the change");
     let Claim::Receipt { receipt, .. } = &bundle.claim else {
@@ -320,19 +320,18 @@ fn receipt_bundle_proves_the_transaction_and_its_result() {
     assert_eq!(receipt.tx_hash, record_tx.hash());
     assert!(receipt.outcome.is_ok());
 
-    let bad = tampered(&bytes, |b| {
-        if let Claim::Receipt { receipt, .. } = &mut b.claim {
-            receipt.index += 1;
-        }
-    });
-    let err = Bundle::decode(&bad).unwrap().verify(&trust).unwrap_err();
+    // The receipt's bytes changed, as `change` does.
+    let refusal = |change: fn(&mut bidchain_runtime::receipt::Receipt)| {
+        let bad = tampered(&bytes, |b| {
+            if let Claim::Receipt { receipt, .. } = &mut b.claim {
+                change(receipt);
+            }
+        });
+        Bundle::open(&bad, &trust).unwrap_err()
+    };
+    let err = refusal(|r| r.index += 1);
     assert!(matches!(err, BundleError::WrongIndex { .. }), "{err}");
-    let bad = tampered(&bytes, |b| {
-        if let Claim::Receipt { receipt, .. } = &mut b.claim {
-            receipt.fuel_used += 1;
-        }
-    });
-    let err = Bundle::decode(&bad).unwrap().verify(&trust).unwrap_err();
+    let err = refusal(|r| r.fuel_used += 1);
     assert!(
         matches!(
             err,
