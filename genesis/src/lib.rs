@@ -16,7 +16,7 @@ use bidchain_runtime::bounded::BoundedString;
 use bidchain_runtime::codec;
 use bidchain_runtime::crypto::PublicKey;
 use bidchain_runtime::hash::Hash;
-use bidchain_runtime::ids::{AccountId, ChainId, Nonce};
+use bidchain_runtime::ids::{AccountId, ChainId, Nonce, Round};
 use bidchain_runtime::state::{Account, StateKey};
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::{MAX_CONTRACT_NAME_LEN, MAX_LABEL_LEN, Role};
@@ -47,6 +47,15 @@ pub struct ConsensusParams {
     /// How far a proposal's time may be from a validator's own clock (proposer-based
     /// timestamps).
     pub timestamp_precision_ms: u64,
+    /// How long a proposal may take to build, travel and wait in a validator's queue, on
+    /// top of the precision, before its block time counts as too old (PBTS `MSGDELAY`).
+    /// It grows by a tenth each round, so a slow network still decides eventually.
+    #[serde(default = "default_message_delay_ms")]
+    pub message_delay_ms: u64,
+}
+
+fn default_message_delay_ms() -> u64 {
+    3_000
 }
 
 impl Default for ConsensusParams {
@@ -56,6 +65,7 @@ impl Default for ConsensusParams {
             max_block_txs: 5_000,
             max_block_bytes: 4 * 1024 * 1024,
             timestamp_precision_ms: 2_000,
+            message_delay_ms: default_message_delay_ms(),
         }
     }
 }
@@ -320,6 +330,22 @@ impl Genesis {
 }
 
 impl ConsensusParams {
+    /// Proposer-based timestamps: a fresh proposal of `round` whose block time is `time`,
+    /// received at `received` on this validator's clock, is timely when
+    /// `received - precision - delay(round) <= time <= received + precision`, with
+    /// `delay(round) = message_delay * (1 + round / 10)`. The allowance for an old block
+    /// covers building, sending and queueing a large one; its growth per round keeps a
+    /// slow network live.
+    pub fn is_timely(&self, time: Timestamp, received: Timestamp, round: Round) -> bool {
+        let delay_ms = self
+            .message_delay_ms
+            .saturating_add(self.message_delay_ms.saturating_mul(u64::from(round.0)) / 10);
+        let (time, received) = (time.as_millis(), received.as_millis());
+        let oldest = received.saturating_sub(self.timestamp_precision_ms.saturating_add(delay_ms));
+        let newest = received.saturating_add(self.timestamp_precision_ms);
+        (oldest..=newest).contains(&time)
+    }
+
     fn validate(&self) -> Result<(), GenesisError> {
         let bad = |name, value: u64, reason| {
             Err(GenesisError::BadParam {
@@ -357,6 +383,13 @@ impl ConsensusParams {
                 "must be 1..=600000",
             );
         }
+        if !(1..=600_000).contains(&self.message_delay_ms) {
+            return bad(
+                "message_delay_ms",
+                self.message_delay_ms,
+                "must be 1..=600000",
+            );
+        }
         Ok(())
     }
 }
@@ -385,6 +418,29 @@ mod tests {
 
     fn key(seed: u64) -> PublicKey {
         Keypair::from_seed_for_tests(seed).public()
+    }
+
+    #[test]
+    fn a_block_may_be_older_than_the_precision_by_the_message_delay_which_grows_per_round() {
+        let params = ConsensusParams {
+            timestamp_precision_ms: 100,
+            message_delay_ms: 1_000,
+            ..ConsensusParams::default()
+        };
+        let at = |ms: u64| Timestamp::from_millis(10_000 + ms);
+        let received = at(0);
+        let timely = |time, round| params.is_timely(time, received, Round(round));
+        assert!(timely(at(100), 0), "ahead by the precision");
+        assert!(!timely(at(101), 0), "further ahead");
+        assert!(
+            timely(Timestamp::from_millis(10_000 - 1_100), 0),
+            "old by precision + delay"
+        );
+        assert!(!timely(Timestamp::from_millis(10_000 - 1_101), 0));
+        // Round 10 doubles the delay; being ahead is never allowed more.
+        assert!(timely(Timestamp::from_millis(10_000 - 2_100), 10));
+        assert!(!timely(Timestamp::from_millis(10_000 - 2_101), 10));
+        assert!(!timely(at(101), 10));
     }
 
     fn sample() -> Genesis {

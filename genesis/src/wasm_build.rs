@@ -18,6 +18,10 @@ pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// Where the path prefix of the sources is remapped to, so the module bytes do not depend on
 /// where the checkout is.
 const REMAPPED_ROOT: &str = "/bidchain";
+/// The contracts' stack in linear memory (Rust's default is 1 MiB). The stack sits below
+/// the data, so a smaller one keeps all that a call touches in the low pages the host
+/// resets in place between calls (`KEEP_RESIDENT_BYTES` in the runtime).
+const CONTRACT_STACK_BYTES: u32 = 128 * 1024;
 
 /// Builds `repo_root/contracts` into `target_dir`; returns each contract's wasm path.
 pub fn build_contracts(
@@ -42,7 +46,7 @@ pub fn build_contracts(
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
             format!(
-                "--remap-path-prefix={}={REMAPPED_ROOT}",
+                "--remap-path-prefix={}={REMAPPED_ROOT}\x1f-Clink-arg=-zstack-size={CONTRACT_STACK_BYTES}",
                 repo_root.display()
             ),
         );

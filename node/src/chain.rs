@@ -133,7 +133,8 @@ impl Chain {
     }
 
     /// Builds the next block from `candidates` at `time`. Candidates that have become
-    /// invalid since admission (their nonce was used meanwhile) are left out.
+    /// invalid since admission (their nonce was used meanwhile) are left out. Their
+    /// signatures were checked on admission (they come from the mempool).
     pub fn build_proposal(
         &self,
         candidates: Vec<SignedTransaction>,
@@ -246,16 +247,20 @@ impl Chain {
         Ok((header, state))
     }
 
-    /// Checks a proposed block against the tip and re-executes it; every header field must
-    /// match what this node computes. `local_time` is this node's clock, for the
-    /// proposer-based timestamp check; `None` skips that check (replaying committed blocks).
+    /// Checks a proposed block against the tip, checks the signatures of its transactions
+    /// that `checked` does not vouch for (see [`execute::verify_signatures`]) and
+    /// re-executes it; every header field must match what this node computes.
+    /// `local_time` is this node's clock, for the proposer-based timestamp check; `None`
+    /// skips that check (replaying committed blocks).
     pub fn verify_proposal(
         &self,
         block: Block,
         local_time: Option<Timestamp>,
+        checked: impl Fn(&SignedTransaction) -> bool,
     ) -> Result<Proposal, ChainError> {
         let tip = self.tip()?;
         self.check_position(&tip, &block.header, local_time)?;
+        execute::verify_signatures(&block.txs, checked)?;
         let (expected, executed, state) = self.build_exact(&tip, &block)?;
         let got = &block.header;
         let fields = [

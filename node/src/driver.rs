@@ -268,7 +268,7 @@ impl Driver {
     fn restore_signed_blocks(&mut self, height: Height) -> Result<(), DriverError> {
         for block in self.shared.chain.storage().signed_blocks(height)? {
             let id = block.id();
-            match self.shared.chain.verify_proposal(block, None) {
+            match self.verify(block) {
                 Ok(proposal) => {
                     self.blocks.insert(id, Candidate::Valid(proposal));
                     self.logged_blocks.insert(id);
@@ -284,7 +284,19 @@ impl Driver {
         let Some(core) = self.core.as_mut() else {
             return Ok(());
         };
+        let round_before = core.round();
+        if let Input::Timeout(timeout) = &input {
+            tracing::debug!(height = timeout.height.0, round = timeout.round.0, step = ?timeout.step, "timeout");
+        }
         let effects = core.handle(input);
+        if core.round() != round_before {
+            // A height that needs more than one round is the first sign of trouble under load.
+            tracing::info!(
+                height = core.height().0,
+                round = core.round().0,
+                "round started"
+            );
+        }
         self.perform(effects)
     }
 
@@ -472,6 +484,8 @@ impl Driver {
         proposal: SignedProposal,
         block: Block,
     ) -> Result<(), DriverError> {
+        // Timeliness is judged at arrival: re-executing a large block must not age it.
+        let received = Timestamp::from_system(SystemTime::now());
         let height = proposal.proposal.height;
         if height <= tip.height {
             return Ok(());
@@ -493,7 +507,14 @@ impl Driver {
         let Some(block_valid) = self.verify_block(block)? else {
             return Ok(());
         };
-        let timely = self.is_timely(proposal.proposal.block_id);
+        let timely = self.is_timely(&proposal, received);
+        if !timely {
+            tracing::info!(
+                height = height.0,
+                round = proposal.proposal.round.0,
+                "proposal's block time is not timely"
+            );
+        }
         self.input(Input::Proposal {
             proposal,
             block_valid,
@@ -511,7 +532,7 @@ impl Driver {
         if self.blocks.len() >= MAX_BLOCKS_PER_HEIGHT {
             return Ok(None);
         }
-        let candidate = match self.shared.chain.verify_proposal(block.clone(), None) {
+        let candidate = match self.verify(block.clone()) {
             Ok(proposal) => Candidate::Valid(proposal),
             Err(err @ ChainError::Storage(_)) => return Err(err.into()),
             Err(err) => {
@@ -524,16 +545,28 @@ impl Driver {
         Ok(Some(valid))
     }
 
-    /// Proposer-based timestamps: the block time is within the configured precision of
-    /// this node's clock when the proposal arrives.
-    fn is_timely(&self, block_id: BlockHash) -> bool {
-        let Some(candidate) = self.blocks.get(&block_id) else {
+    /// Re-executes a block from a peer (or from this node's log). A transaction the mempool
+    /// holds had its signature checked on admission; the others are checked here.
+    fn verify(&self, block: Block) -> Result<Proposal, ChainError> {
+        self.shared
+            .chain
+            .verify_proposal(block, None, |tx| self.shared.mempool().contains(&tx.hash()))
+    }
+
+    /// Proposer-based timestamps ([`ConsensusParams::is_timely`]), at the proposal's
+    /// arrival.
+    ///
+    /// [`ConsensusParams::is_timely`]: bidchain_genesis::ConsensusParams::is_timely
+    fn is_timely(&self, proposal: &SignedProposal, received: Timestamp) -> bool {
+        let Some(candidate) = self.blocks.get(&proposal.proposal.block_id) else {
             return false;
         };
-        let precision_ms = self.shared.chain.genesis().consensus.timestamp_precision_ms;
-        let now = Timestamp::from_system(SystemTime::now());
-        let time = candidate.block().header.time;
-        time.as_millis().abs_diff(now.as_millis()) <= precision_ms
+        let params = &self.shared.chain.genesis().consensus;
+        params.is_timely(
+            candidate.block().header.time,
+            received,
+            proposal.proposal.round,
+        )
     }
 
     /// Notes a peer's message for a height above the tip: start the next height without
@@ -603,7 +636,7 @@ impl Driver {
             tracing::warn!(%err, height = block.header.height.0, "peer's commit certificate does not verify");
             return Ok(());
         }
-        let proposal = match self.shared.chain.verify_proposal(block, None) {
+        let proposal = match self.verify(block) {
             Ok(proposal) => proposal,
             Err(err @ ChainError::Storage(_)) => return Err(err.into()),
             Err(err) => {
