@@ -5,13 +5,15 @@
 //! Reports, over a measurement window after a warm-up: committed tx/s, submit→commit
 //! latency p50/p90/p99 (every 20th transaction; commit time = when node 0 first reports
 //! the height that holds it, polled every 10 ms), CPU (% of one core) and peak memory per
-//! node, and bytes on disk per committed transaction.
+//! node, and bytes on disk per committed transaction; then how fast an observer started
+//! afterwards syncs the chain from genesis (committed tx/s while catching up), and what
+//! a validator keeps per transaction once its database is compacted.
 //!
 //! cargo build --release --workspace --all-targets && cargo bench --workspace --bench load
 //!
 //! Settings (environment): `LOAD_VALIDATORS` (4), `LOAD_RATE` offered tx/s (2000; 0 = as
 //! fast as the nodes admit), `LOAD_SECONDS` measured (60), `LOAD_WARMUP_SECONDS` (10),
-//! `LOAD_MIX` `bids` | `accounts` | `mixed` (bids), `LOAD_BIDDERS` (400). Needs the release
+//! `LOAD_MIX` `bids` | `accounts` | `mixed` (bids), `LOAD_BIDDERS` (the rate, at least 400). Needs the release
 //! `bidchain` binary (or `BIDCHAIN_BIN`). Writes `$CARGO_TARGET_DIR/bench-results/load.json`
 //! (or `$BENCH_OUT`) and prints a one-line summary.
 
@@ -34,6 +36,7 @@ use bidchain_cli::localnet::{Localnet, LocalnetSpec};
 use bidchain_cli::process::{NodeProcess, locate_bidchain};
 use bidchain_cli::trading::{self, contract_names as names};
 use bidchain_genesis::ConsensusParams;
+use bidchain_node::storage::Storage;
 use bidchain_node::testing::create_account_tx_on;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{ChainId, Height, Nonce};
@@ -48,6 +51,8 @@ const SAMPLE_EVERY: usize = 20;
 /// is not met, and the report says so).
 const MAX_IN_FLIGHT_PER_NODE: usize = 512;
 const TENDERS: usize = 4;
+/// Transactions signed per second of the run when sending as fast as admitted.
+const UNLIMITED_SUPPLY_PER_S: u64 = 4_000;
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -79,20 +84,33 @@ impl Settings {
             Ok("mixed") => Mix::Mixed,
             _ => Mix::Bids,
         };
+        let rate = env("LOAD_RATE", 2_000);
+        let rate_or_default = if rate == 0 {
+            UNLIMITED_SUPPLY_PER_S
+        } else {
+            rate
+        };
         Settings {
             validators: env("LOAD_VALIDATORS", 4),
-            rate: env("LOAD_RATE", 2_000),
+            rate,
             seconds: env("LOAD_SECONDS", 60),
             warmup_seconds: env("LOAD_WARMUP_SECONDS", 10),
             mix,
-            bidders: env("LOAD_BIDDERS", 400),
+            // About one transaction a second per bidder: a bidder's transactions must
+            // arrive in nonce order (a gap is refused), and open-loop submissions that
+            // follow each other closely can overtake one another.
+            bidders: env("LOAD_BIDDERS", rate_or_default.max(400) as usize),
         }
     }
 
     /// Transactions signed up front: the offered rate over the whole run, or a fixed
     /// supply when sending as fast as admitted.
     fn total_txs(&self) -> usize {
-        let rate = if self.rate == 0 { 4_000 } else { self.rate };
+        let rate = if self.rate == 0 {
+            UNLIMITED_SUPPLY_PER_S
+        } else {
+            self.rate
+        };
         (rate * (self.seconds + self.warmup_seconds)) as usize
     }
 }
@@ -301,6 +319,19 @@ fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
+/// What node `index` keeps for good: its database opened after it stopped, flushed and
+/// compacted, counting the table files only (the write-ahead log is recycled).
+fn kept_bytes(net: &Localnet, index: usize) -> u64 {
+    let db = net.nodes[index].home.join("data").join("db");
+    Storage::open(&db, &net.genesis).unwrap().compact().unwrap();
+    std::fs::read_dir(&db)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sst"))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
 async fn committed_total(client: &Client) -> u64 {
     let url = format!("{}/metrics", client.base());
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
@@ -403,7 +434,8 @@ async fn run(settings: Settings) -> serde_json::Value {
         }
         None => (temp.path().to_path_buf(), Some(temp)),
     };
-    let mut spec = LocalnetSpec::new(settings.validators, 0);
+    // One observer, started only after the load, to time its catch-up.
+    let mut spec = LocalnetSpec::new(settings.validators, 1);
     spec.base_port = 0;
     spec.chain_id = "bidchain-load".to_owned();
     spec.consensus = ConsensusParams {
@@ -412,7 +444,10 @@ async fn run(settings: Settings) -> serde_json::Value {
     };
     let mut net = Localnet::create_or_load(&dir.join("net"), &spec).unwrap();
     let bin = locate_bidchain().unwrap();
-    let nodes = net.start_all(&bin).await.unwrap();
+    let mut nodes = Vec::new();
+    for index in 0..settings.validators {
+        nodes.push(net.start_node(&bin, index).await.unwrap());
+    }
     let client = nodes[0].client.clone();
     client
         .wait_height(Height(1), Duration::from_secs(60))
@@ -506,6 +541,7 @@ async fn run(settings: Settings) -> serde_json::Value {
     let disk: Vec<u64> = net
         .nodes
         .iter()
+        .take(settings.validators)
         .map(|n| dir_bytes(&n.home.join("data")))
         .collect();
     let bytes_per_tx =
@@ -519,7 +555,7 @@ async fn run(settings: Settings) -> serde_json::Value {
     println!(
         "load {} validators, {:?}, offered {} tx/s: committed {committed_per_s:.0} tx/s over {} s; \
          latency p50 {p50:.0} ms p90 {p90:.0} ms p99 {p99:.0} ms ({} samples, {uncommitted} not committed); \
-         CPU per node {:?} % of a core; peak RSS {:?} MiB; {bytes_per_tx:.0} bytes on disk per tx; refused {:?}",
+         CPU per node {:?} % of a core; peak RSS {:?} MiB; {bytes_per_tx:.0} bytes in the data dir per tx (write-ahead log included); refused {:?}",
         settings.validators,
         settings.mix,
         settings.rate,
@@ -532,10 +568,22 @@ async fn run(settings: Settings) -> serde_json::Value {
         peak_mib,
         sent.refused,
     );
-    let mut nodes = nodes;
+    let catch_up = observer_catch_up(&mut net, &bin, settings.validators, &client).await;
+    println!(
+        "observer: {} txs in {} blocks from genesis in {:.1} s: {:.0} tx/s",
+        catch_up.txs,
+        catch_up.height.0,
+        catch_up.seconds,
+        catch_up.txs_per_s()
+    );
     for node in &mut nodes {
         node.stop().await.unwrap();
     }
+    let kept = kept_bytes(&net, 0);
+    let kept_per_tx = kept as f64 / total_committed.max(1) as f64;
+    println!(
+        "validator 0 keeps {kept} bytes after compaction: {kept_per_tx:.0} bytes per committed tx"
+    );
     serde_json::json!({
         "validators": settings.validators,
         "mix": format!("{:?}", settings.mix).to_lowercase(),
@@ -554,8 +602,53 @@ async fn run(settings: Settings) -> serde_json::Value {
         "peak_rss_mib_per_node": peak_mib,
         "disk_bytes_per_node": disk,
         "disk_bytes_per_committed_tx": bytes_per_tx,
+        "kept_bytes_node0_after_compaction": kept,
+        "kept_bytes_per_committed_tx": kept_per_tx,
         "committed_txs_total": total_committed,
+        "observer_catch_up_height": catch_up.height.0,
+        "observer_catch_up_txs": catch_up.txs,
+        "observer_catch_up_seconds": catch_up.seconds,
+        "observer_catch_up_txs_per_s": catch_up.txs_per_s(),
     })
+}
+
+struct CatchUp {
+    height: Height,
+    txs: u64,
+    seconds: f64,
+}
+
+impl CatchUp {
+    fn txs_per_s(&self) -> f64 {
+        self.txs as f64 / self.seconds.max(f64::EPSILON)
+    }
+}
+
+/// Starts the observer (node `validators`) on the chain the load left and times its sync
+/// from genesis to the validators' tip: it fetches every block, checks its certificate
+/// and re-executes it. The clock starts when its API answers (the process is up).
+async fn observer_catch_up(
+    net: &mut Localnet,
+    bin: &Path,
+    validators: usize,
+    client: &Client,
+) -> CatchUp {
+    let height = client.status().await.unwrap().height;
+    let mut observer = net.start_node(bin, validators).await.unwrap();
+    let start = Instant::now();
+    observer
+        .client
+        .wait_height(height, Duration::from_secs(900))
+        .await
+        .unwrap();
+    let seconds = start.elapsed().as_secs_f64();
+    let txs = committed_total(&observer.client).await;
+    observer.stop().await.unwrap();
+    CatchUp {
+        height,
+        txs,
+        seconds,
+    }
 }
 
 fn main() {
