@@ -22,6 +22,10 @@ const REMAPPED_ROOT: &str = "/bidchain";
 /// the data, so a smaller one keeps all that a call touches in the low pages the host
 /// resets in place between calls (`KEEP_RESIDENT_BYTES` in the runtime).
 const CONTRACT_STACK_BYTES: u32 = 128 * 1024;
+/// A contract's memory at instantiation: room for a call's heap, so that a call does not
+/// grow memory (each growth, and the shrink back when the host reuses the slot, is an
+/// mprotect system call).
+const CONTRACT_INITIAL_MEMORY_BYTES: u32 = 1024 * 1024;
 
 /// Builds `repo_root/contracts` into `target_dir`; returns each contract's wasm path.
 pub fn build_contracts(
@@ -46,7 +50,8 @@ pub fn build_contracts(
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
             format!(
-                "--remap-path-prefix={}={REMAPPED_ROOT}\x1f-Clink-arg=-zstack-size={CONTRACT_STACK_BYTES}",
+                "--remap-path-prefix={}={REMAPPED_ROOT}\x1f-Clink-arg=-zstack-size={CONTRACT_STACK_BYTES}\
+                 \x1f-Clink-arg=--initial-memory={CONTRACT_INITIAL_MEMORY_BYTES}",
                 repo_root.display()
             ),
         );

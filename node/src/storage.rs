@@ -2,8 +2,9 @@
 //! its transaction index and its state changes are written in one synced `WriteBatch`, so a
 //! crash leaves either all of a block or none of it.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use bidchain_consensus::Message;
 use bidchain_genesis::Genesis;
@@ -182,6 +183,45 @@ pub struct BlockCommit<'a> {
 #[derive(Clone, Debug)]
 pub struct Storage {
     db: Arc<DB>,
+    tree_cache: Arc<TreeCache>,
+}
+
+/// State-tree nodes down to this depth are cached: at most 2^15 - 1 positions (about
+/// 4 MiB). Every block reads and rewrites the paths from the root to the keys it changes,
+/// and these upper levels, shared by all paths, were most of a node's database reads.
+const TREE_CACHE_DEPTH: u16 = 14;
+
+/// The committed state tree's upper levels, read through and written through at commit
+/// (positions known to be empty are cached as `None`). Only point lookups: no iteration
+/// order can leak into state.
+#[derive(Debug, Default)]
+struct TreeCache {
+    nodes: RwLock<HashMap<NodePos, Option<Node>>>,
+}
+
+impl TreeCache {
+    fn get(&self, pos: NodePos) -> Option<Option<Node>> {
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        nodes.get(&pos).copied()
+    }
+
+    /// What a read found, unless a commit has meanwhile put something newer there.
+    fn fill(&self, pos: NodePos, node: Option<Node>) {
+        if pos.depth() <= TREE_CACHE_DEPTH {
+            let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
+            nodes.entry(pos).or_insert(node);
+        }
+    }
+
+    /// After `writes` are durable.
+    fn apply(&self, writes: &NodeWrites) {
+        let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
+        for (pos, node) in writes {
+            if pos.depth() <= TREE_CACHE_DEPTH {
+                nodes.insert(*pos, *node);
+            }
+        }
+    }
 }
 
 impl Storage {
@@ -197,7 +237,10 @@ impl Storage {
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let storage = Storage { db: Arc::new(db) };
+        let storage = Storage {
+            db: Arc::new(db),
+            tree_cache: Arc::default(),
+        };
         storage.init_genesis(genesis)?;
         Ok(storage)
     }
@@ -246,7 +289,9 @@ impl Storage {
             latest_height: Height::GENESIS,
         };
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
-        self.write_synced(batch)
+        self.write_synced(batch)?;
+        self.tree_cache.apply(&tree.writes);
+        Ok(())
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
@@ -388,7 +433,9 @@ impl Storage {
         batch.delete_range_cf(blocks_cf, Vec::new(), end);
         meta.latest_height = height;
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
-        self.write_synced(batch)
+        self.write_synced(batch)?;
+        self.tree_cache.apply(commit.state_nodes);
+        Ok(())
     }
 
     /// Makes messages this validator signed durable (WAL synced) before they are sent:
@@ -558,6 +605,9 @@ impl NodeStore for StateSnapshot<'_> {
 
 impl NodeStore for Storage {
     fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
+        if let Some(node) = self.tree_cache.get(pos) {
+            return Ok(node);
+        }
         let cf = self
             .cf(TREE_CF)
             .map_err(|e| SmtError::Storage(e.to_string()))?;
@@ -565,7 +615,9 @@ impl NodeStore for Storage {
             .db
             .get_pinned_cf(cf, pos.to_bytes())
             .map_err(|e| SmtError::Storage(e.to_string()))?;
-        bytes.map(|b| Node::from_bytes(&b)).transpose()
+        let node = bytes.map(|b| Node::from_bytes(&b)).transpose()?;
+        self.tree_cache.fill(pos, node);
+        Ok(node)
     }
 }
 
@@ -606,6 +658,39 @@ mod tests {
         let (got, proof) = snapshot.prove(b"no such key").unwrap();
         assert_eq!(got, None);
         proof.verify(&root, b"no such key", None).unwrap();
+    }
+
+    #[test]
+    fn the_cached_tree_agrees_with_the_database_after_commits() {
+        use crate::testing::{TestChain, create_account_tx};
+        use bidchain_runtime::crypto::Keypair;
+        use bidchain_runtime::time::Timestamp;
+        use bidchain_runtime::tx::Role;
+
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = crate::testing::genesis_for(&[1], &[]);
+        let hub = Keypair::from_seed_for_tests(1);
+        let chain = TestChain::open(dir.path(), genesis.clone(), hub.clone()).unwrap();
+        let mut nonce = 0;
+        for block in 1..=6u64 {
+            // Enough accounts that paths below the cached depth are rewritten too.
+            let txs = (0..40)
+                .map(|i| {
+                    let new = Keypair::from_seed_for_tests(1_000 * block + i);
+                    nonce += 1;
+                    create_account_tx(&hub, nonce - 1, &new, Role::Bidder)
+                })
+                .collect();
+            let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + block * 1_000);
+            chain.commit(txs, time).unwrap();
+        }
+        let probe: Changes = [(b"probe".to_vec(), Some(b"value".to_vec()))]
+            .into_iter()
+            .collect();
+        let warm = chain.chain.storage().state_update(&probe).unwrap();
+        drop(chain);
+        let cold = Storage::open(dir.path(), &genesis).unwrap();
+        assert_eq!(warm, cold.state_update(&probe).unwrap());
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub const EMPTY: Hash = Hash::ZERO;
 
 /// Where a node sits: its depth and the first `depth` bits of every key hash below it
 /// (later bits zero).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct NodePos {
     depth: u16,
     prefix: [u8; 32],
@@ -53,6 +53,11 @@ impl NodePos {
             depth: self.depth + 1,
             prefix,
         }
+    }
+
+    /// How many steps below the root.
+    pub fn depth(self) -> u16 {
+        self.depth
     }
 
     /// Storage key: depth (big-endian u16) then the prefix bytes that hold its bits.

@@ -2,8 +2,9 @@
 //! A contract is a function from its call input to `Result<(), Refusal>`, registered with
 //! [`entry!`]; state, caller, block and seed come from the functions here.
 //!
-//! Memory: a bump allocator that never frees. Each call runs in a fresh instance, so a
-//! call's memory is gone when it returns; the host bounds how far it may grow.
+//! Memory: a bump allocator that never frees, from the linker's `__heap_base` up. Each call
+//! runs in a fresh instance, so a call's memory is gone when it returns; the host bounds
+//! how far it may grow.
 
 #![no_std]
 
@@ -23,6 +24,11 @@ mod wasm {
 
     const PAGE_BYTES: usize = 65_536;
 
+    unsafe extern "C" {
+        /// The first byte above the stack and static data (set by the linker).
+        static __heap_base: u8;
+    }
+
     struct Bump {
         next: Cell<usize>,
         end: Cell<usize>,
@@ -34,9 +40,12 @@ mod wasm {
     unsafe impl GlobalAlloc for Bump {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             if self.end.get() == 0 {
-                let top = core::arch::wasm32::memory_size(0) * PAGE_BYTES;
-                self.next.set(top);
-                self.end.set(top);
+                // The heap starts above the stack and data, where the linker says, and
+                // uses the initial memory before growing it: each growth costs the host a
+                // system call (and another to undo it when it reuses the memory).
+                self.next.set(&raw const __heap_base as usize);
+                self.end
+                    .set(core::arch::wasm32::memory_size(0) * PAGE_BYTES);
             }
             let align = layout.align();
             let start = (self.next.get() + align - 1) & !(align - 1);
