@@ -34,6 +34,8 @@ use crate::shared::Shared;
 pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(700);
 /// The longest the loop sleeps, so a stop request is seen promptly.
 const MAX_WAIT: Duration = Duration::from_millis(100);
+/// How often a due height with nothing to commit checks the mempool again.
+const MEMPOOL_POLL: Duration = Duration::from_millis(5);
 /// Distinct blocks kept for the height being decided (an equivocating proposer sends
 /// several a round); more are refused until the height is decided.
 pub const MAX_BLOCKS_PER_HEIGHT: usize = 32;
@@ -162,9 +164,10 @@ impl Driver {
     pub fn run(mut self, inbox: Inbox, stop: &AtomicBool) -> Result<(), DriverError> {
         let mut inbox_open = true;
         while !stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
             let wait = self
-                .next_deadline()
-                .saturating_duration_since(Instant::now())
+                .next_deadline(now)
+                .saturating_duration_since(now)
                 .min(MAX_WAIT);
             if inbox_open {
                 match inbox.recv_timeout(wait) {
@@ -180,9 +183,13 @@ impl Driver {
         Ok(())
     }
 
-    fn next_deadline(&self) -> Instant {
+    fn next_deadline(&self, now: Instant) -> Instant {
         let timer = self.timers.peek().map(|Reverse((at, _))| *at);
-        [Some(self.next_gossip), timer, self.next_height_at]
+        // A height that is due but has nothing to commit yet waits for transactions, which
+        // reach the mempool rather than the inbox: look again after a pause, not at once
+        // (returning `now` here kept an idle validator spinning on the clock).
+        let height = self.next_height_at.map(|at| at.max(now + MEMPOOL_POLL));
+        [Some(self.next_gossip), timer, height]
             .into_iter()
             .flatten()
             .min()
@@ -779,6 +786,20 @@ mod tests {
         } else {
             (k2, k1, index)
         }
+    }
+
+    #[test]
+    fn a_due_height_with_nothing_to_commit_does_not_spin() {
+        let (_, own, _) = keys();
+        let dir = tempfile::tempdir().unwrap();
+        let (d, _) = driver(dir.path(), &own);
+        let now = Instant::now();
+        assert!(
+            d.next_height_at.is_some_and(|at| at <= now),
+            "height 1 is due"
+        );
+        assert!(d.shared.mempool().is_empty());
+        assert!(d.next_deadline(now) >= now + MEMPOOL_POLL);
     }
 
     #[test]
