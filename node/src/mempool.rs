@@ -2,7 +2,7 @@
 //! bytes; admission checks chain id, signature, sender and nonce so that what it hands the
 //! proposer is (as of admission) includable, and says exactly why it refuses.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bidchain_runtime::execute::{self, TxInvalid};
 use bidchain_runtime::ids::{AccountId, ChainId, Nonce};
@@ -78,7 +78,9 @@ pub struct Mempool {
     chain_id: ChainId,
     by_hash: HashMap<TxHash, Entry>,
     order: BTreeMap<u64, TxHash>,
-    next_nonce: HashMap<AccountId, Nonce>,
+    /// Each sender's pending transactions by nonce: a run without gaps from its
+    /// committed nonce.
+    by_sender: HashMap<AccountId, BTreeMap<Nonce, TxHash>>,
     next_seq: u64,
     bytes: usize,
 }
@@ -90,7 +92,7 @@ impl Mempool {
             chain_id,
             by_hash: HashMap::new(),
             order: BTreeMap::new(),
-            next_nonce: HashMap::new(),
+            by_sender: HashMap::new(),
             next_seq: 0,
             bytes: 0,
         }
@@ -110,7 +112,8 @@ impl Mempool {
 
     /// The nonce the sender's next transaction must carry, counting pending ones.
     pub fn next_nonce(&self, sender: &AccountId) -> Option<Nonce> {
-        self.next_nonce.get(sender).copied()
+        let pending = self.by_sender.get(sender)?;
+        pending.last_key_value().map(|(nonce, _)| nonce.next())
     }
 
     /// Admits a transaction whose signature the caller has already verified (signature
@@ -137,11 +140,7 @@ impl Mempool {
         let overlay = Overlay::new(state);
         let account = execute::check_envelope(&overlay, &self.chain_id, &tx, Some(tx.tx.nonce))
             .map_err(AdmitError::Invalid)?;
-        let expected = self
-            .next_nonce
-            .get(&sender)
-            .copied()
-            .unwrap_or(account.nonce);
+        let expected = self.next_nonce(&sender).unwrap_or(account.nonce);
         if tx.tx.nonce < expected {
             return Err(AdmitError::NonceTooLow {
                 expected,
@@ -154,7 +153,6 @@ impl Mempool {
                 got: tx.tx.nonce,
             });
         }
-        self.next_nonce.insert(sender, expected.next());
         self.insert(hash, tx, encoded_len);
         Ok(hash)
     }
@@ -164,6 +162,8 @@ impl Mempool {
         self.next_seq += 1;
         self.order.insert(seq, hash);
         self.bytes += bytes;
+        let pending = self.by_sender.entry(tx.tx.sender_id()).or_default();
+        pending.insert(tx.tx.nonce, hash);
         self.by_hash.insert(hash, Entry { tx, bytes, seq });
     }
 
@@ -184,43 +184,51 @@ impl Mempool {
         out
     }
 
-    /// After a commit: drops the committed transactions and any whose nonce the new state
-    /// has made stale, then recomputes each sender's next nonce.
-    pub fn update_after_commit<V: StateView + ?Sized>(&mut self, state: &V, committed: &[TxHash]) {
-        for hash in committed {
+    /// After a commit of `committed` (hash and sender of each transaction in the block):
+    /// drops them, then re-checks the pending runs of their senders only (no other
+    /// sender's committed nonce moved), dropping what the new state made stale and
+    /// whatever follows a gap.
+    pub fn update_after_commit<V: StateView + ?Sized>(
+        &mut self,
+        state: &V,
+        committed: &[(TxHash, AccountId)],
+    ) {
+        let senders: BTreeSet<AccountId> = committed.iter().map(|(_, sender)| *sender).collect();
+        for (hash, _) in committed {
             self.remove(hash);
         }
         let overlay = Overlay::new(state);
-        let mut expected: HashMap<AccountId, Nonce> = HashMap::new();
-        let mut stale = Vec::new();
-        for (seq, hash) in &self.order {
-            let Some(entry) = self.by_hash.get(hash) else {
+        for sender in senders {
+            let Some(pending) = self.by_sender.get(&sender) else {
                 continue;
             };
-            let sender = entry.tx.tx.sender_id();
-            let next = match expected.get(&sender) {
-                Some(nonce) => Some(*nonce),
-                None => overlay.account(sender).ok().flatten().map(|a| a.nonce),
-            };
-            match next {
-                Some(nonce) if nonce == entry.tx.tx.nonce => {
-                    expected.insert(sender, nonce.next());
+            let mut expected = overlay.account(sender).ok().flatten().map(|a| a.nonce);
+            let mut stale = Vec::new();
+            for (nonce, hash) in pending {
+                if expected == Some(*nonce) {
+                    expected = Some(nonce.next());
+                } else {
+                    stale.push(*hash);
                 }
-                _ => stale.push(*seq),
             }
-        }
-        for seq in stale {
-            if let Some(hash) = self.order.get(&seq).copied() {
+            for hash in stale {
                 self.remove(&hash);
             }
         }
-        self.next_nonce = expected;
     }
 
     fn remove(&mut self, hash: &TxHash) {
-        if let Some(entry) = self.by_hash.remove(hash) {
-            self.order.remove(&entry.seq);
-            self.bytes -= entry.bytes;
+        let Some(entry) = self.by_hash.remove(hash) else {
+            return;
+        };
+        self.order.remove(&entry.seq);
+        self.bytes -= entry.bytes;
+        let sender = entry.tx.tx.sender_id();
+        if let Some(pending) = self.by_sender.get_mut(&sender) {
+            pending.remove(&entry.tx.tx.nonce);
+            if pending.is_empty() {
+                self.by_sender.remove(&sender);
+            }
         }
     }
 }
@@ -301,8 +309,42 @@ mod tests {
         assert_eq!(pool.len(), 2);
         // Committing the first leaves the second, whose nonce is now next... but this
         // state was not advanced, so the second is stale relative to it and is dropped.
-        pool.update_after_commit(&state, &[first.hash()]);
+        let sender = first.tx.sender_id();
+        pool.update_after_commit(&state, &[(first.hash(), sender)]);
         assert_eq!(pool.len(), 0);
         assert_eq!(pool.bytes, 0);
+        assert_eq!(pool.next_nonce(&sender), None);
+    }
+
+    #[test]
+    fn a_commit_leaves_other_senders_and_the_run_after_it() {
+        let genesis = genesis_for(&[1], &[2]);
+        let mut state = genesis.initial_state().unwrap();
+        let mut pool = Mempool::new(MempoolConfig::default(), genesis.chain_id.clone());
+        let (hub, bidder) = (
+            Keypair::from_seed_for_tests(1),
+            Keypair::from_seed_for_tests(2),
+        );
+        let hub_txs: Vec<_> = (0..3).map(|n| tx(&hub, n)).collect();
+        for t in &hub_txs {
+            pool.admit_verified(&state, t.clone(), 100).unwrap();
+        }
+        pool.admit_verified(&state, tx(&bidder, 0), 100).unwrap();
+        // A block with the hub's first transaction: the state's hub nonce moves to 1.
+        let hub_id = AccountId::of(&hub.public());
+        let mut overlay = Overlay::new(&state);
+        let mut account = overlay.account(hub_id).unwrap().unwrap();
+        account.nonce = Nonce(1);
+        overlay.put(bidchain_runtime::state::StateKey::Account(hub_id), &account);
+        for (key, value) in overlay.into_changes() {
+            state.insert(key, value.unwrap());
+        }
+        pool.update_after_commit(&state, &[(hub_txs[0].hash(), hub_id)]);
+        assert_eq!(pool.len(), 3);
+        assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(3)));
+        let bidder_id = AccountId::of(&bidder.public());
+        assert_eq!(pool.next_nonce(&bidder_id), Some(Nonce(1)));
+        let reaped: Vec<_> = pool.reap(10, 1 << 20).iter().map(|t| t.tx.nonce).collect();
+        assert_eq!(reaped, vec![Nonce(1), Nonce(2), Nonce(0)]);
     }
 }

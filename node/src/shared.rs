@@ -120,8 +120,14 @@ impl Shared {
     }
 
     pub fn after_commit(&self, block: &Block, tx_hashes: &[TxHash]) {
+        let committed: Vec<_> = block
+            .txs
+            .iter()
+            .zip(tx_hashes)
+            .map(|(tx, hash)| (*hash, tx.tx.sender_id()))
+            .collect();
         self.mempool()
-            .update_after_commit(self.chain.storage(), tx_hashes);
+            .update_after_commit(self.chain.storage(), &committed);
         self.metrics
             .blocks_committed
             .fetch_add(1, Ordering::Relaxed);
