@@ -116,6 +116,20 @@ impl Mempool {
         pending.last_key_value().map(|(nonce, _)| nonce.next())
     }
 
+    /// Whether a transaction of `encoded_len` bytes fits: checked before its signature, so
+    /// that a full mempool refuses cheaply.
+    pub fn check_room(&self, encoded_len: usize) -> Result<(), AdmitError> {
+        if self.by_hash.len() >= self.config.max_txs
+            || self.bytes + encoded_len > self.config.max_bytes
+        {
+            return Err(AdmitError::Full {
+                txs: self.by_hash.len(),
+                bytes: self.bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Admits a transaction whose signature the caller has already verified (signature
     /// checks are the expensive part and run outside the mempool lock).
     pub fn admit_verified<V: StateView + ?Sized>(
@@ -128,14 +142,7 @@ impl Mempool {
         if self.by_hash.contains_key(&hash) {
             return Err(AdmitError::Duplicate(hash));
         }
-        if self.by_hash.len() >= self.config.max_txs
-            || self.bytes + encoded_len > self.config.max_bytes
-        {
-            return Err(AdmitError::Full {
-                txs: self.by_hash.len(),
-                bytes: self.bytes,
-            });
-        }
+        self.check_room(encoded_len)?;
         let sender = tx.tx.sender_id();
         let overlay = Overlay::new(state);
         let account = execute::check_envelope(&overlay, &self.chain_id, &tx, Some(tx.tx.nonce))

@@ -130,6 +130,8 @@ async fn submit_tx(
         body.map_err(|e| refused(ApiError::new(e.status(), "body_too_large", e.body_text())))?;
     let tx = SignedTransaction::decode(&body)
         .map_err(|e| refused(ApiError::bad_request("malformed_tx", e)))?;
+    let room = shared.mempool().check_room(body.len());
+    room.map_err(|e| refused(ApiError::bad_request(e.code(), e)))?;
     tx.verify_signature()
         .map_err(|e| refused(ApiError::bad_request("bad_signature", e)))?;
     let tx_hash = shared
