@@ -45,13 +45,6 @@ pub const MAX_TIMERS: usize = 256;
 const MAX_TX_GOSSIP_PER_TURN: usize = 1_024;
 /// Room left in a block for its header and length prefixes.
 const HEADER_ALLOWANCE_BYTES: usize = 4 * 1024;
-/// How long a proposer aims to spend building a block. The block time is set before the
-/// block is executed, and every validator re-executes it before voting: a block that
-/// takes seconds to build arrives too old to be timely and costs a round.
-const BUILD_BUDGET: Duration = Duration::from_millis(500);
-/// The fewest transactions a block may be capped to, and the fewest a build must hold to
-/// teach the cap anything.
-const MIN_BUILD_CAP_TXS: usize = 100;
 
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
@@ -115,10 +108,6 @@ pub struct Driver {
     next_gossip: Instant,
     /// When this node last asked a peer for blocks it lacks.
     asked_at: Option<Instant>,
-    /// Transactions this proposer's next block may hold: [`BUILD_BUDGET`] over the time
-    /// per transaction of its last build (a node-local choice; validators check whatever
-    /// block they get).
-    build_cap_txs: usize,
 }
 
 impl std::fmt::Debug for Driver {
@@ -157,7 +146,6 @@ impl Driver {
             last_commit: now,
             next_gossip: now + GOSSIP_INTERVAL,
             asked_at: None,
-            build_cap_txs: usize::MAX,
         };
         let tip = driver.shared.chain.tip()?;
         if !driver
@@ -416,11 +404,12 @@ impl Driver {
         }
         let params = &chain.genesis().consensus;
         let max_bytes = (params.max_block_bytes as usize).saturating_sub(HEADER_ALLOWANCE_BYTES);
-        let max_txs = self.build_cap_txs.min(params.max_block_txs as usize);
-        let candidates = self.shared.mempool().reap(max_txs, max_bytes);
+        let candidates = self
+            .shared
+            .mempool()
+            .reap(params.max_block_txs as usize, max_bytes);
         // Block time strictly increases even if this clock stepped back.
         let time = Timestamp::from_system(SystemTime::now()).max(tip.time.saturating_add_millis(1));
-        let started = Instant::now();
         let proposal = match chain.build_proposal(candidates, time, self.key.public()) {
             Ok(proposal) => proposal,
             Err(err @ ChainError::Storage(_)) => return Err(err.into()),
@@ -429,27 +418,9 @@ impl Driver {
                 return Ok(None);
             }
         };
-        self.learn_build_cap(proposal.block.txs.len(), started.elapsed());
         let id = proposal.block.id();
         self.blocks.insert(id, Candidate::Valid(proposal));
         Ok(Some(id))
-    }
-
-    fn learn_build_cap(&mut self, txs: usize, took: Duration) {
-        if txs < MIN_BUILD_CAP_TXS {
-            return;
-        }
-        let per_tx_ns = (took.as_nanos() / txs as u128).max(1);
-        let cap = BUILD_BUDGET.as_nanos() / per_tx_ns;
-        self.build_cap_txs = usize::try_from(cap)
-            .unwrap_or(usize::MAX)
-            .max(MIN_BUILD_CAP_TXS);
-        tracing::debug!(
-            txs,
-            took_ms = took.as_millis(),
-            cap = self.build_cap_txs,
-            "block built"
-        );
     }
 
     fn commit_decided(
@@ -815,23 +786,6 @@ mod tests {
         } else {
             (k2, k1, index)
         }
-    }
-
-    #[test]
-    fn the_block_cap_follows_the_last_build_rate() {
-        let (_, own, _) = keys();
-        let dir = tempfile::tempdir().unwrap();
-        let (mut d, _) = driver(dir.path(), &own);
-        assert_eq!(d.build_cap_txs, usize::MAX);
-        // 1,000 transactions in a second: half a second's worth next time.
-        d.learn_build_cap(1_000, Duration::from_secs(1));
-        assert_eq!(d.build_cap_txs, 500);
-        // Too few to learn from.
-        d.learn_build_cap(10, Duration::from_secs(10));
-        assert_eq!(d.build_cap_txs, 500);
-        // Very slow builds still leave room for a useful block.
-        d.learn_build_cap(200, Duration::from_secs(60));
-        assert_eq!(d.build_cap_txs, MIN_BUILD_CAP_TXS);
     }
 
     #[test]
