@@ -555,9 +555,11 @@ impl Driver {
     /// Re-executes a block from a peer (or from this node's log). A transaction the mempool
     /// holds had its signature checked on admission; the others are checked here.
     fn verify(&self, block: Block) -> Result<Proposal, ChainError> {
-        self.shared
-            .chain
-            .verify_proposal(block, None, |tx| self.shared.mempool().contains(&tx.hash()))
+        self.shared.chain.verify_proposal(block, None, |tx| {
+            // Hashed before the lock is taken: RPC admission waits on it.
+            let hash = tx.hash();
+            self.shared.mempool().contains(&hash)
+        })
     }
 
     /// Proposer-based timestamps ([`ConsensusParams::is_timely`]), at the proposal's
