@@ -41,12 +41,6 @@ pub enum ChainError {
     WrongParent { expected: BlockHash, got: BlockHash },
     #[error("block time {got} is not after the previous block's {prev}")]
     TimeNotIncreasing { prev: Timestamp, got: Timestamp },
-    #[error("block time {got} is more than {precision_ms} ms from this node's clock {local}")]
-    TimeOutOfPrecision {
-        got: Timestamp,
-        local: Timestamp,
-        precision_ms: u64,
-    },
     #[error("header field {field} is {got}, execution gives {expected}")]
     HeaderMismatch {
         field: &'static str,
@@ -249,17 +243,15 @@ impl Chain {
 
     /// Checks a proposed block against the tip, checks the signatures of its transactions
     /// that `checked` does not vouch for (see [`execute::verify_signatures`]) and
-    /// re-executes it; every header field must match what this node computes.
-    /// `local_time` is this node's clock, for the proposer-based timestamp check; `None`
-    /// skips that check (replaying committed blocks).
+    /// re-executes it; every header field must match what this node computes. Whether its
+    /// time is timely is the driver's call, made when the proposal arrives.
     pub fn verify_proposal(
         &self,
         block: Block,
-        local_time: Option<Timestamp>,
         checked: impl Fn(&SignedTransaction) -> bool,
     ) -> Result<Proposal, ChainError> {
         let tip = self.tip()?;
-        self.check_position(&tip, &block.header, local_time)?;
+        self.check_position(&tip, &block.header)?;
         execute::verify_signatures(&block.txs, checked)?;
         let (expected, executed, state) = self.build_exact(&tip, &block)?;
         let got = &block.header;
@@ -311,12 +303,7 @@ impl Chain {
         Ok((header, executed, state))
     }
 
-    fn check_position(
-        &self,
-        tip: &Tip,
-        header: &Header,
-        local_time: Option<Timestamp>,
-    ) -> Result<(), ChainError> {
+    fn check_position(&self, tip: &Tip, header: &Header) -> Result<(), ChainError> {
         if header.chain_id != self.genesis.chain_id {
             let expected = self.genesis.chain_id.clone();
             return Err(ChainError::WrongChain {
@@ -341,16 +328,6 @@ impl Chain {
                 prev: tip.time,
                 got: header.time,
             });
-        }
-        if let Some(local) = local_time {
-            let precision_ms = self.genesis.consensus.timestamp_precision_ms;
-            if header.time.as_millis().abs_diff(local.as_millis()) > precision_ms {
-                return Err(ChainError::TimeOutOfPrecision {
-                    got: header.time,
-                    local,
-                    precision_ms,
-                });
-            }
         }
         Ok(())
     }

@@ -555,7 +555,7 @@ impl Driver {
     /// Re-executes a block from a peer (or from this node's log). A transaction the mempool
     /// holds had its signature checked on admission; the others are checked here.
     fn verify(&self, block: Block) -> Result<Proposal, ChainError> {
-        self.shared.chain.verify_proposal(block, None, |tx| {
+        self.shared.chain.verify_proposal(block, |tx| {
             // Hashed before the lock is taken: RPC admission waits on it.
             let hash = tx.hash();
             self.shared.mempool().contains(&hash)
