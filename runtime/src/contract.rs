@@ -655,6 +655,36 @@ fn abort(mut caller: Caller<'_, HostState>, msg: i32, msg_len: i32) -> HostResul
     ))
 }
 
+/// A host function `name(out)` that writes a 32-byte field of the call's context to `out`.
+fn link_context_bytes(
+    linker: &mut Linker<HostState>,
+    name: &str,
+    field: fn(&CallContext) -> [u8; 32],
+) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "env",
+        name,
+        move |mut caller: Caller<'_, HostState>, out: i32| {
+            let bytes = field(&caller.data().context);
+            write_bytes(&mut caller, out, &bytes)
+        },
+    )?;
+    Ok(())
+}
+
+/// A host function `name() -> i64` that returns a number of the call's context.
+fn link_context_u64(
+    linker: &mut Linker<HostState>,
+    name: &str,
+    field: fn(&CallContext) -> u64,
+) -> wasmtime::Result<()> {
+    linker.func_wrap("env", name, move |mut caller: Caller<'_, HostState>| {
+        charge(&mut caller, 0)?;
+        Ok(i64::try_from(field(&caller.data().context)).unwrap_or(i64::MAX))
+    })?;
+    Ok(())
+}
+
 fn link_host(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "storage_get", storage_get)?;
     linker.func_wrap("env", "storage_get_from", storage_get_from)?;
@@ -662,50 +692,15 @@ fn link_host(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "storage_delete", storage_delete)?;
     linker.func_wrap("env", "emit_event", emit_event)?;
     linker.func_wrap("env", "abort", abort)?;
-    linker.func_wrap(
-        "env",
-        "caller",
-        |mut caller: Caller<'_, HostState>, out: i32| {
-            let key = caller.data().context.caller;
-            write_bytes(&mut caller, out, &key)
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "tx_hash",
-        |mut caller: Caller<'_, HostState>, out: i32| {
-            let hash = caller.data().context.tx_hash;
-            write_bytes(&mut caller, out, &hash)
-        },
-    )?;
+    link_context_bytes(linker, "caller", |c| c.caller)?;
+    link_context_bytes(linker, "tx_hash", |c| c.tx_hash)?;
+    link_context_bytes(linker, "random_seed", |c| c.random_seed)?;
     linker.func_wrap("env", "caller_role", |mut caller: Caller<'_, HostState>| {
         charge(&mut caller, 0)?;
         Ok(caller.data().context.caller_role)
     })?;
-    linker.func_wrap(
-        "env",
-        "block_height",
-        |mut caller: Caller<'_, HostState>| {
-            charge(&mut caller, 0)?;
-            Ok(i64::try_from(caller.data().context.block_height).unwrap_or(i64::MAX))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "block_time_ms",
-        |mut caller: Caller<'_, HostState>| {
-            charge(&mut caller, 0)?;
-            Ok(i64::try_from(caller.data().context.block_time_ms).unwrap_or(i64::MAX))
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "random_seed",
-        |mut caller: Caller<'_, HostState>, out: i32| {
-            let seed = caller.data().context.random_seed;
-            write_bytes(&mut caller, out, &seed)
-        },
-    )?;
+    link_context_u64(linker, "block_height", |c| c.block_height)?;
+    link_context_u64(linker, "block_time_ms", |c| c.block_time_ms)?;
     linker.func_wrap(
         "env",
         "seed_at",
