@@ -376,19 +376,14 @@ impl ConsensusParams {
                 "must be 1 KiB..=8 MiB",
             );
         }
-        if !(1..=600_000).contains(&self.timestamp_precision_ms) {
-            return bad(
-                "timestamp_precision_ms",
-                self.timestamp_precision_ms,
-                "must be 1..=600000",
-            );
-        }
-        if !(1..=600_000).contains(&self.message_delay_ms) {
-            return bad(
-                "message_delay_ms",
-                self.message_delay_ms,
-                "must be 1..=600000",
-            );
+        let windows = [
+            ("timestamp_precision_ms", self.timestamp_precision_ms),
+            ("message_delay_ms", self.message_delay_ms),
+        ];
+        for (name, value) in windows {
+            if !(1..=600_000).contains(&value) {
+                return bad(name, value, "must be 1..=600000");
+            }
         }
         Ok(())
     }
