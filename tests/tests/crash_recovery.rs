@@ -10,7 +10,7 @@
 )]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bidchain_runtime::ids::{AccountId, Nonce};
@@ -26,31 +26,36 @@ async fn sigkill_mid_stream_restarts_consistent() {
         let start_nonce = client.account(&hub_id).await.unwrap().next_nonce;
         // Stream transactions until the node dies under us.
         let running = Arc::new(AtomicBool::new(true));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let txs: Vec<_> = (0..2_000)
             .map(|i| net.create_account(&net.hub, Nonce(start_nonce.0 + i), Role::Bidder))
             .collect();
         let submitter = {
-            let (client, running) = (client.clone(), running.clone());
+            let (client, running, accepted) = (client.clone(), running.clone(), accepted.clone());
             tokio::spawn(async move {
-                let mut sent = 0usize;
                 for tx in txs {
                     if !running.load(Ordering::Relaxed) || client.submit(&tx).await.is_err() {
                         break;
                     }
-                    sent += 1;
+                    accepted.fetch_add(1, Ordering::Relaxed);
                 }
-                sent
             })
         };
-        tokio::time::sleep(Duration::from_millis(400 + 300 * round)).await;
+        // Kill mid-stream: once the stream is flowing (a busy machine may take a while to
+        // accept the first one), then a little later each round.
+        let flowing = tokio::time::Instant::now() + Duration::from_secs(30);
+        while accepted.load(Ordering::Relaxed) == 0 {
+            assert!(
+                tokio::time::Instant::now() < flowing,
+                "round {round}: no transaction accepted in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200 + 300 * round)).await;
         let before = client.status().await.unwrap();
         net.node.kill().unwrap();
         running.store(false, Ordering::Relaxed);
-        let sent = submitter.await.unwrap();
-        assert!(
-            sent > 0,
-            "round {round}: nothing was submitted before the kill"
-        );
+        submitter.await.unwrap();
 
         net.restart().await.unwrap();
         let client = net.client();
