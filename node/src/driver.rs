@@ -26,7 +26,9 @@ use bidchain_runtime::tx::{SignedTransaction, TxHash};
 use bidchain_runtime::validator::ValidatorSet;
 
 use crate::chain::{ChainError, Proposal, Tip};
-use crate::net::{Inbox, MAX_TX_BATCH_BYTES, NetMessage, Transport, ValidatorIndex};
+use crate::net::{
+    Inbound, Inbox, MAX_TX_BATCH_BYTES, NetMessage, SyncedBlock, Transport, ValidatorIndex,
+};
 use crate::shared::Shared;
 
 /// How often a validator sends again what it holds of the current height (the paper's
@@ -171,7 +173,8 @@ impl Driver {
                 .min(MAX_WAIT);
             if inbox_open {
                 match inbox.recv_timeout(wait) {
-                    Ok(message) => self.on_message(message)?,
+                    Ok(Inbound::Net(message)) => self.on_message(message)?,
+                    Ok(Inbound::Synced(synced)) => self.on_synced(synced)?,
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => inbox_open = false,
                 }
@@ -275,7 +278,7 @@ impl Driver {
     fn restore_signed_blocks(&mut self, height: Height) -> Result<(), DriverError> {
         for block in self.shared.chain.storage().signed_blocks(height)? {
             let id = block.id();
-            match self.verify(block) {
+            match self.verify(block, false) {
                 Ok(proposal) => {
                     self.blocks.insert(id, Candidate::Valid(proposal));
                     self.logged_blocks.insert(id);
@@ -468,9 +471,6 @@ impl Driver {
                 self.on_txs(txs);
                 Ok(())
             }
-            NetMessage::Committed { block, certificate } => {
-                self.on_committed(&tip, block, &certificate)
-            }
         }
     }
 
@@ -539,7 +539,7 @@ impl Driver {
         if self.blocks.len() >= MAX_BLOCKS_PER_HEIGHT {
             return Ok(None);
         }
-        let candidate = match self.verify(block.clone()) {
+        let candidate = match self.verify(block.clone(), false) {
             Ok(proposal) => Candidate::Valid(proposal),
             Err(err @ ChainError::Storage(_)) => return Err(err.into()),
             Err(err) => {
@@ -553,9 +553,13 @@ impl Driver {
     }
 
     /// Re-executes a block from a peer (or from this node's log). A transaction the mempool
-    /// holds had its signature checked on admission; the others are checked here.
-    fn verify(&self, block: Block) -> Result<Proposal, ChainError> {
+    /// holds had its signature checked on admission; the others are checked here, unless
+    /// `signatures_checked` (block sync checked them all on the network side).
+    fn verify(&self, block: Block, signatures_checked: bool) -> Result<Proposal, ChainError> {
         self.shared.chain.verify_proposal(block, |tx| {
+            if signatures_checked {
+                return true;
+            }
             // Hashed before the lock is taken: RPC admission waits on it.
             let hash = tx.hash();
             self.shared.mempool().contains(&hash)
@@ -627,12 +631,12 @@ impl Driver {
 
     /// A block this node lacks, with its certificate, from a peer that is ahead: verified,
     /// re-executed and committed, then consensus restarts at the next height.
-    fn on_committed(
-        &mut self,
-        tip: &Tip,
-        block: Block,
-        certificate: &CommitCertificate,
-    ) -> Result<(), DriverError> {
+    fn on_synced(&mut self, synced: SyncedBlock) -> Result<(), DriverError> {
+        let tip = self.shared.chain.tip()?;
+        let signatures_checked = synced.signatures_checked();
+        let SyncedBlock {
+            block, certificate, ..
+        } = synced;
         if block.header.height != tip.height.next() {
             return Ok(());
         }
@@ -645,7 +649,7 @@ impl Driver {
             tracing::warn!(%err, height = block.header.height.0, "peer's commit certificate does not verify");
             return Ok(());
         }
-        let proposal = match self.verify(block) {
+        let proposal = match self.verify(block, signatures_checked) {
             Ok(proposal) => proposal,
             Err(err @ ChainError::Storage(_)) => return Err(err.into()),
             Err(err) => {
@@ -653,7 +657,7 @@ impl Driver {
                 return Ok(());
             }
         };
-        match self.shared.chain.commit(&proposal, certificate) {
+        match self.shared.chain.commit(&proposal, &certificate) {
             Ok(()) => {}
             Err(err @ ChainError::Storage(_)) => return Err(err.into()),
             Err(err) => {
@@ -682,12 +686,13 @@ mod tests {
     use bidchain_consensus::types::{Vote, sign_proposal, sign_vote};
     use bidchain_consensus::{Proposal as ConsensusProposal, VoteKind};
     use bidchain_runtime::ids::Round;
+    use bidchain_runtime::tx::Role;
 
     use super::*;
     use crate::chain::Chain;
     use crate::mempool::Mempool;
     use crate::storage::Storage;
-    use crate::testing::genesis_for;
+    use crate::testing::{certify, create_account_tx, genesis_for};
 
     /// Records what the driver sends.
     #[derive(Clone, Default)]
@@ -915,5 +920,42 @@ mod tests {
         assert_eq!((tip.height, tip.block_id), (Height(1), id));
         let storage = d.shared.chain.storage();
         assert!(storage.signed_blocks(Height(1)).unwrap().is_empty());
+    }
+
+    /// Block sync checks signatures on the network side and vouches only when all hold;
+    /// otherwise the driver checks them itself and refuses a forged one, even with a
+    /// quorum's certificate on the block.
+    #[test]
+    fn a_synced_block_is_committed_only_if_its_signatures_hold() {
+        let hub = Keypair::from_seed_for_tests(1);
+        let genesis = genesis_for(&[1], &[]);
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = {
+            let storage = Storage::open(source_dir.path(), &genesis).unwrap();
+            Chain::new(storage, genesis.clone(), genesis.contracts().unwrap())
+        };
+        let set = source.validator_set().unwrap();
+        let synced = |tx: SignedTransaction| {
+            let time = Timestamp::from_system(SystemTime::now());
+            let built = source.build_proposal(vec![tx], time, hub.public()).unwrap();
+            assert_eq!(built.block.txs.len(), 1);
+            let certificate = certify(&built.block.header, &set, std::slice::from_ref(&hub));
+            SyncedBlock::check(built.block, certificate)
+        };
+        let good = create_account_tx(&hub, 0, &Keypair::from_seed_for_tests(7), Role::Bidder);
+        let mut forged = good.clone();
+        forged.signature.0[5] ^= 1;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, _) = driver_for(dir.path(), &hub, &[1]);
+        let forged = synced(forged);
+        assert!(!forged.signatures_checked());
+        d.on_synced(forged).unwrap();
+        assert_eq!(d.shared.chain.tip().unwrap().height, Height::GENESIS);
+
+        let good = synced(good);
+        assert!(good.signatures_checked());
+        d.on_synced(good).unwrap();
+        assert_eq!(d.shared.chain.tip().unwrap().height, Height(1));
     }
 }

@@ -6,6 +6,7 @@ use std::sync::mpsc::Receiver;
 use bidchain_consensus::{SignedProposal, SignedVote};
 use bidchain_runtime::block::{Block, CommitCertificate, MAX_BLOCK_BYTES};
 use bidchain_runtime::codec::{self, CodecError};
+use bidchain_runtime::execute;
 use bidchain_runtime::ids::Height;
 use bidchain_runtime::tx::SignedTransaction;
 use bincode::{Decode, Encode};
@@ -33,12 +34,6 @@ pub enum NetMessage {
     /// Transactions this validator's clients submitted, batched: one stream and one batch
     /// signature check for many (at most [`MAX_TX_BATCH_BYTES`] encoded).
     Txs(Vec<SignedTransaction>),
-    /// A committed block and its certificate, fetched by block sync for a node that is
-    /// behind (never accepted unasked from a peer).
-    Committed {
-        block: Block,
-        certificate: CommitCertificate,
-    },
 }
 
 impl NetMessage {
@@ -57,9 +52,45 @@ pub trait Transport: Send {
     /// To every connected peer.
     fn broadcast(&self, message: NetMessage);
     /// Fetches the committed blocks from `height` on from validator `from`, who is ahead;
-    /// they arrive in the inbox as [`NetMessage::Committed`].
+    /// they arrive in the inbox as [`Inbound::Synced`].
     fn request_blocks(&self, from: ValidatorIndex, height: Height);
 }
 
+/// What reaches the driver: peers' messages, and the blocks block sync fetched.
+#[derive(Debug)]
+pub enum Inbound {
+    Net(NetMessage),
+    Synced(SyncedBlock),
+}
+
+/// A committed block and its certificate, fetched by block sync for a node that is behind
+/// (never accepted unasked from a peer).
+#[derive(Debug)]
+pub struct SyncedBlock {
+    pub block: Block,
+    pub certificate: CommitCertificate,
+    /// Set only by [`SyncedBlock::check`]: every transaction's signature holds.
+    signatures_checked: bool,
+}
+
+impl SyncedBlock {
+    /// Checks every transaction's signature (one batch check) so the driver need not: the
+    /// network side does this for the next block while the driver executes one. A bad
+    /// signature leaves the block unchecked; the driver's own check names the transaction.
+    pub fn check(block: Block, certificate: CommitCertificate) -> SyncedBlock {
+        let signatures_checked = execute::verify_signatures(&block.txs, |_| false).is_ok();
+        SyncedBlock {
+            block,
+            certificate,
+            signatures_checked,
+        }
+    }
+
+    /// Whether [`SyncedBlock::check`] found every signature good.
+    pub fn signatures_checked(&self) -> bool {
+        self.signatures_checked
+    }
+}
+
 /// The driver's inbound queue.
-pub type Inbox = Receiver<NetMessage>;
+pub type Inbox = Receiver<Inbound>;

@@ -38,7 +38,8 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, identif
 use tokio::sync::mpsc;
 
 use crate::net::{
-    INBOX_CAPACITY, Inbox, MAX_NET_MESSAGE_BYTES, NetMessage, Transport, ValidatorIndex,
+    INBOX_CAPACITY, Inbound, Inbox, MAX_NET_MESSAGE_BYTES, NetMessage, SyncedBlock, Transport,
+    ValidatorIndex,
 };
 use crate::shared::Shared;
 
@@ -52,6 +53,9 @@ pub const MAX_SYNC_BLOCKS: u64 = 64;
 /// `MAX_TX_BATCH_BYTES`); more are dropped.
 pub const MAX_TX_BATCH_ADMISSIONS: usize = 2;
 pub const MAX_SYNC_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Fetched runs of blocks queued for their signature checks: one being checked while the
+/// next is fetched. Beyond this a run is dropped, and fetched again after `SYNC_STALL`.
+const MAX_SYNC_RUNS_CHECKING: usize = 2;
 /// Blocks handed to the driver and not yet committed, at most: sync waits beyond this, so
 /// it neither floods the inbox live votes share nor fetches what would be dropped.
 const SYNC_WINDOW_BLOCKS: u64 = 4 * MAX_SYNC_BLOCKS;
@@ -311,10 +315,13 @@ pub async fn start(
     tracing::info!(address = %listening, peer_id = %swarm.local_peer_id(), "p2p listening");
     let (commands_tx, commands) = mpsc::channel(MAX_PENDING_COMMANDS);
     let (inbox_tx, inbox) = std::sync::mpsc::sync_channel(INBOX_CAPACITY);
+    let (synced_tx, synced) = mpsc::channel(MAX_SYNC_RUNS_CHECKING);
+    tokio::spawn(check_synced(synced, inbox_tx.clone()));
     let task = NetworkTask {
         swarm,
         shared,
         inbox: inbox_tx,
+        synced: synced_tx,
         dial: settings.dial,
         connected: BTreeSet::new(),
         validator_peers: Vec::new(),
@@ -424,7 +431,7 @@ struct InFlight {
 struct NetworkTask {
     swarm: Swarm<Behaviour>,
     shared: Arc<Shared>,
-    inbox: SyncSender<NetMessage>,
+    inbox: SyncSender<Inbound>,
     dial: Vec<(PeerId, Multiaddr)>,
     connected: BTreeSet<PeerId>,
     /// The current validator set's peer ids, in validator order (refreshed each poll).
@@ -432,6 +439,8 @@ struct NetworkTask {
     /// The committed height each peer last reported.
     peer_heights: BTreeMap<PeerId, Height>,
     sync: SyncState,
+    /// Fetched runs of blocks, to [`check_synced`].
+    synced: mpsc::Sender<Vec<(Block, CommitCertificate)>>,
     tx_admissions: Arc<tokio::sync::Semaphore>,
 }
 
@@ -668,11 +677,10 @@ impl NetworkTask {
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 
-    /// Hands a peer's message to the driver. Committed blocks only come from sync
-    /// responses, which this node asked for.
+    /// Hands a peer's message to the driver. (Committed blocks only come from sync
+    /// responses, which this node asked for.)
     fn deliver(&mut self, peer: PeerId, message: NetMessage) {
         let wanted = match &message {
-            NetMessage::Committed { .. } => false,
             NetMessage::Txs(_) => true,
             // Consensus messages come straight from their signer, a validator. A proposal
             // (with its block) is only of use for the next height.
@@ -717,14 +725,7 @@ impl NetworkTask {
     }
 
     fn to_driver(&self, message: NetMessage) -> bool {
-        match self.inbox.try_send(message) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                tracing::debug!("consensus inbox full; message dropped");
-                false
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        }
+        to_driver(&self.inbox, Inbound::Net(message))
     }
 
     fn on_sync_event(
@@ -825,32 +826,72 @@ impl NetworkTask {
         }
     }
 
-    /// Hands fetched blocks to the driver (which verifies each certificate against the set
-    /// in force, re-executes and checks the state root) and asks for more if the peer has
-    /// them. Only the run of heights asked for is used.
+    /// Hands fetched blocks to the signature checks on their way to the driver (which
+    /// verifies each certificate against the set in force, re-executes and checks the
+    /// state root) and asks for more if the peer has them. Only the run of heights asked
+    /// for is used.
     fn on_blocks(&mut self, peer: PeerId, from: Height, blocks: Vec<(Block, CommitCertificate)>) {
         let mut last = None;
         let mut expected = from;
+        let mut run = Vec::with_capacity(blocks.len());
         for (block, certificate) in blocks {
             let height = block.header.height;
             if height != expected {
                 tracing::warn!(%peer, height = height.0, expected = expected.0, "sync response out of order; rest ignored");
                 break;
             }
-            if !self.to_driver(NetMessage::Committed { block, certificate }) {
-                break;
-            }
+            run.push((block, certificate));
             last = Some(height);
             expected = height.next();
         }
         let Some(last) = last else {
             return;
         };
+        if self.synced.try_send(run).is_err() {
+            tracing::debug!("sync signature checks busy; blocks dropped");
+            return;
+        }
         self.sync.received = Some(last);
         tracing::debug!(%peer, up_to = last.0, "received blocks");
         if self.peer_heights.get(&peer).is_some_and(|h| *h > last) {
             self.fetch_blocks(peer);
         }
+    }
+}
+
+/// Checks the signatures in fetched blocks on the blocking pool, a block at a time and in
+/// order, and passes each to the driver: it checks the next block while the driver
+/// executes one. Runs until the network task drops its sender.
+async fn check_synced(
+    mut runs: mpsc::Receiver<Vec<(Block, CommitCertificate)>>,
+    inbox: SyncSender<Inbound>,
+) {
+    while let Some(run) = runs.recv().await {
+        let inbox = inbox.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            for (block, certificate) in run {
+                let synced = SyncedBlock::check(block, certificate);
+                if !to_driver(&inbox, Inbound::Synced(synced)) {
+                    return;
+                }
+            }
+        })
+        .await;
+        if let Err(err) = checked {
+            tracing::warn!(%err, "sync signature check failed");
+        }
+    }
+}
+
+/// Never blocks: a full inbox drops the message (consensus re-gossips, sync re-fetches).
+fn to_driver(inbox: &SyncSender<Inbound>, message: Inbound) -> bool {
+    match inbox.try_send(message) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            tracing::debug!("consensus inbox full; message dropped");
+            false
+        }
+        Err(TrySendError::Disconnected(_)) => false,
     }
 }
 
