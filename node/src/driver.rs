@@ -174,7 +174,7 @@ impl Driver {
             if inbox_open {
                 match inbox.recv_timeout(wait) {
                     Ok(Inbound::Net(message)) => self.on_message(message)?,
-                    Ok(Inbound::Synced(synced)) => self.on_synced(synced)?,
+                    Ok(Inbound::Synced(synced)) => self.on_synced(*synced)?,
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => inbox_open = false,
                 }
@@ -389,7 +389,7 @@ impl Driver {
             Message::Proposal(proposal) => match self.blocks.get(&proposal.proposal.block_id) {
                 Some(candidate) => self.transport.broadcast(NetMessage::Proposal {
                     proposal,
-                    block: candidate.block().clone(),
+                    block: Box::new(candidate.block().clone()),
                 }),
                 // Proposed before a restart; the block was not kept. Peers time out and
                 // move to the next round.
@@ -466,7 +466,7 @@ impl Driver {
         let tip = self.shared.chain.tip()?;
         match message {
             NetMessage::Vote(vote) => self.on_vote(&tip, vote),
-            NetMessage::Proposal { proposal, block } => self.on_proposal(&tip, proposal, block),
+            NetMessage::Proposal { proposal, block } => self.on_proposal(&tip, proposal, *block),
             NetMessage::Txs(txs) => {
                 self.on_txs(txs);
                 Ok(())
@@ -769,7 +769,7 @@ mod tests {
         };
         NetMessage::Proposal {
             proposal: sign_proposal(proposal, chain.chain_id(), proposer_key),
-            block: built.block,
+            block: Box::new(built.block),
         }
     }
 

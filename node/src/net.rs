@@ -28,7 +28,8 @@ pub enum NetMessage {
     /// A proposal travels with its block, so a vote never waits on a second fetch.
     Proposal {
         proposal: SignedProposal,
-        block: Block,
+        /// Boxed: a vote, the common message, stays small.
+        block: Box<Block>,
     },
     Vote(SignedVote),
     /// Transactions this validator's clients submitted, batched: one stream and one batch
@@ -60,7 +61,8 @@ pub trait Transport: Send {
 #[derive(Debug)]
 pub enum Inbound {
     Net(NetMessage),
-    Synced(SyncedBlock),
+    /// Boxed: a block with its certificate is large next to a vote.
+    Synced(Box<SyncedBlock>),
 }
 
 /// A committed block and its certificate, fetched by block sync for a node that is behind

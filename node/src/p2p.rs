@@ -871,7 +871,7 @@ async fn check_synced(
         let checked = tokio::task::spawn_blocking(move || {
             for (block, certificate) in run {
                 let synced = SyncedBlock::check(block, certificate);
-                if !to_driver(&inbox, Inbound::Synced(synced)) {
+                if !to_driver(&inbox, Inbound::Synced(Box::new(synced))) {
                     return;
                 }
             }
