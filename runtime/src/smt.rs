@@ -165,6 +165,92 @@ impl NodeStore for BTreeMap<NodePos, Node> {
 /// What an update writes: a node per position, `None` deleting one.
 pub type NodeWrites = BTreeMap<NodePos, Option<Node>>;
 
+/// Levels of the tree stored together. A page holds the nodes of a subtree
+/// `PAGE_LEVELS` deep ([`PAGE_SLOTS`] positions), so a path is read and written a page at
+/// a time: a store does a fourth of the reads and writes it would do node by node.
+pub const PAGE_LEVELS: u16 = 4;
+/// Positions in a page: 1 + 2 + 4 + 8.
+pub const PAGE_SLOTS: usize = (1 << PAGE_LEVELS) - 1;
+
+impl NodePos {
+    /// The page holding this node (named by its top position, whose depth is a multiple
+    /// of [`PAGE_LEVELS`]) and the node's slot in it, breadth first.
+    pub fn page(self) -> (NodePos, usize) {
+        let top = self.depth - self.depth % PAGE_LEVELS;
+        let mut prefix = self.prefix;
+        let mut index = 0usize;
+        for i in usize::from(top)..usize::from(self.depth) {
+            let mask = 0x80 >> (i % 8);
+            index = (index << 1) | usize::from(prefix[i / 8] & mask != 0);
+            prefix[i / 8] &= !mask;
+        }
+        let level = self.depth - top;
+        let slot = (1usize << level) - 1 + index;
+        (NodePos { depth: top, prefix }, slot)
+    }
+}
+
+/// The stored nodes of one page, by slot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Page([Option<Node>; PAGE_SLOTS]);
+
+impl Page {
+    pub fn get(&self, slot: usize) -> Option<Node> {
+        self.0.get(slot).copied().flatten()
+    }
+
+    pub fn set(&mut self, slot: usize, node: Option<Node>) {
+        if let Some(held) = self.0.get_mut(slot) {
+            *held = node;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Option::is_none)
+    }
+
+    /// A bitmap of the slots held, a bitmap of which are leaves, then each node's bytes
+    /// in slot order.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let (mut held, mut leaves) = (0u16, 0u16);
+        let mut out = vec![0; 4];
+        for (slot, node) in self.0.iter().enumerate() {
+            if let Some(node) = node {
+                held |= 1 << slot;
+                leaves |= u16::from(matches!(node, Node::Leaf { .. })) << slot;
+                out.extend(node.to_bytes());
+            }
+        }
+        out[..2].copy_from_slice(&held.to_be_bytes());
+        out[2..4].copy_from_slice(&leaves.to_be_bytes());
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Page, SmtError> {
+        let corrupt = || SmtError::BadNode(bytes.len());
+        let (head, mut rest) = bytes.split_at_checked(4).ok_or_else(corrupt)?;
+        let held = u16::from_be_bytes([head[0], head[1]]);
+        let leaves = u16::from_be_bytes([head[2], head[3]]);
+        if held >> PAGE_SLOTS != 0 || leaves & !held != 0 {
+            return Err(corrupt());
+        }
+        let mut page = Page::default();
+        for slot in 0..PAGE_SLOTS {
+            if held & (1 << slot) == 0 {
+                continue;
+            }
+            let len = if leaves & (1 << slot) != 0 { 64 } else { 32 };
+            let (node, tail) = rest.split_at_checked(len).ok_or_else(corrupt)?;
+            page.0[slot] = Some(Node::from_bytes(node)?);
+            rest = tail;
+        }
+        if !rest.is_empty() {
+            return Err(corrupt());
+        }
+        Ok(page)
+    }
+}
+
 /// The new root and the node writes that make it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TreeUpdate {
@@ -548,5 +634,58 @@ mod tests {
             prove(&store, b"x").unwrap().verify(&EMPTY, b"x", None),
             Ok(())
         );
+    }
+    #[test]
+    fn pages_hold_four_levels_and_round_trip() {
+        let key = Hash::digest(b"k");
+        let path = |depth: u16| {
+            let mut pos = NodePos::ROOT;
+            for d in 0..depth {
+                pos = pos.child(bit(&key, usize::from(d)));
+            }
+            pos
+        };
+        // Depths 4..8 share the page at depth 4 on the key's path, in breadth-first slots.
+        let (top, slot) = path(4).page();
+        assert_eq!((top, slot), (path(4), 0));
+        for depth in 5..8 {
+            let (page, slot) = path(depth).page();
+            assert_eq!(page, top);
+            let level = usize::from(depth - 4);
+            assert!((1 << level) - 1 <= slot && slot < (1 << (level + 1)) - 1);
+        }
+        assert_eq!(path(8).page(), (path(8), 0));
+        // Every position of a page has its own slot.
+        let mut slots = std::collections::BTreeSet::new();
+        let mut level = vec![path(4)];
+        for _ in 0..PAGE_LEVELS {
+            for pos in &level {
+                let (page, slot) = pos.page();
+                assert_eq!(page, top);
+                assert!(slots.insert(slot));
+            }
+            level = level
+                .iter()
+                .flat_map(|p| [p.child(false), p.child(true)])
+                .collect();
+        }
+        assert_eq!(slots.len(), PAGE_SLOTS);
+
+        let mut page = Page::default();
+        page.set(0, Some(Node::Inner(Hash::digest(b"i"))));
+        page.set(
+            9,
+            Some(Node::Leaf {
+                key,
+                value: Hash::digest(b"v"),
+            }),
+        );
+        page.set(14, Some(Node::Inner(Hash::digest(b"j"))));
+        let bytes = page.to_bytes();
+        assert_eq!(bytes.len(), 4 + 32 + 64 + 32);
+        assert_eq!(Page::from_bytes(&bytes).unwrap(), page);
+        assert!(Page::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+        assert!(Page::from_bytes(&[bytes.clone(), vec![0]].concat()).is_err());
+        assert!(Page::default().is_empty() && !page.is_empty());
     }
 }
