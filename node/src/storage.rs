@@ -2,7 +2,7 @@
 //! its transaction index and its state changes are written in one synced `WriteBatch`, so a
 //! crash leaves either all of a block or none of it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -13,9 +13,7 @@ use bidchain_runtime::codec::{self, CodecError};
 use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::Height;
 use bidchain_runtime::receipt::Receipt;
-use bidchain_runtime::smt::{
-    self, Node, NodePos, NodeStore, NodeWrites, Page, SmtError, TreeUpdate,
-};
+use bidchain_runtime::smt::{self, Node, NodePos, NodeStore, NodeWrites, SmtError, TreeUpdate};
 use bidchain_runtime::state::{Changes, StateError, StateView};
 use bidchain_runtime::tx::{SignedTransaction, TxHash};
 use bidchain_runtime::validator::ValidatorSet;
@@ -41,7 +39,7 @@ pub enum StorageError {
     #[error("state tree: {0}")]
     Tree(#[from] SmtError),
     #[error(
-        "the data dir was written by an older bidchain (before the state tree, or with its nodes stored one by one): remove it and let the node sync the chain again"
+        "the data dir was written before the state tree existed: remove it and let the node sync the chain again"
     )]
     NoStateTree,
     #[error("block {got} does not follow the stored tip {tip}")]
@@ -151,11 +149,8 @@ table!(SignedBlocks, "signed_blocks", (Height, BlockHash), Block);
 
 /// Raw state entries: keys and values are the state machine's own bytes.
 const STATE_CF: &str = "state";
-/// The state tree's nodes in pages (`smt::Page`) keyed by the page's top position
-/// (`smt::NodePos::to_bytes`), latest version only.
-const TREE_CF: &str = "state_tree_pages";
-/// Where versions before pages kept the tree a node per entry.
-const OLD_TREE_CF: &str = "state_tree";
+/// The state tree's nodes by position (`smt::NodePos::to_bytes`), latest version only.
+const TREE_CF: &str = "state_tree";
 const ALL_CFS: [&str; 11] = [
     Headers::NAME,
     Bodies::NAME,
@@ -191,43 +186,39 @@ pub struct Storage {
     tree_cache: Arc<TreeCache>,
 }
 
-/// State-tree pages whose top lies above this depth are cached: the top 16 levels, at
-/// most 4,369 pages (about 4 MiB). Every block reads and rewrites the paths from the root
-/// to the keys it changes, and these upper levels, shared by all paths, were most of a
-/// node's database reads.
-const TREE_CACHE_DEPTH: u16 = 16;
+/// State-tree nodes down to this depth are cached: at most 2^15 - 1 positions (about
+/// 4 MiB). Every block reads and rewrites the paths from the root to the keys it changes,
+/// and these upper levels, shared by all paths, were most of a node's database reads.
+const TREE_CACHE_DEPTH: u16 = 14;
 
-/// The pages a commit writes (`None` deletes one).
-type PageWrites = BTreeMap<NodePos, Option<Page>>;
-
-/// The committed state tree's upper pages, read through and written through at commit
-/// (pages known to be empty are cached as `None`). Only point lookups: no iteration
+/// The committed state tree's upper levels, read through and written through at commit
+/// (positions known to be empty are cached as `None`). Only point lookups: no iteration
 /// order can leak into state.
 #[derive(Debug, Default)]
 struct TreeCache {
-    pages: RwLock<HashMap<NodePos, Option<Page>>>,
+    nodes: RwLock<HashMap<NodePos, Option<Node>>>,
 }
 
 impl TreeCache {
-    fn get(&self, top: NodePos) -> Option<Option<Page>> {
-        let pages = self.pages.read().unwrap_or_else(PoisonError::into_inner);
-        pages.get(&top).copied()
+    fn get(&self, pos: NodePos) -> Option<Option<Node>> {
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        nodes.get(&pos).copied()
     }
 
     /// What a read found, unless a commit has meanwhile put something newer there.
-    fn fill(&self, top: NodePos, page: Option<Page>) {
-        if top.depth() < TREE_CACHE_DEPTH {
-            let mut pages = self.pages.write().unwrap_or_else(PoisonError::into_inner);
-            pages.entry(top).or_insert(page);
+    fn fill(&self, pos: NodePos, node: Option<Node>) {
+        if pos.depth() <= TREE_CACHE_DEPTH {
+            let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
+            nodes.entry(pos).or_insert(node);
         }
     }
 
     /// After `writes` are durable.
-    fn apply(&self, writes: &PageWrites) {
-        let mut pages = self.pages.write().unwrap_or_else(PoisonError::into_inner);
-        for (top, page) in writes {
-            if top.depth() < TREE_CACHE_DEPTH {
-                pages.insert(*top, *page);
+    fn apply(&self, writes: &NodeWrites) {
+        let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
+        for (pos, node) in writes {
+            if pos.depth() <= TREE_CACHE_DEPTH {
+                nodes.insert(*pos, *node);
             }
         }
     }
@@ -242,9 +233,6 @@ impl Storage {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.set_keep_log_file_num(4);
-        if DB::list_cf(&opts, path).is_ok_and(|cfs| cfs.iter().any(|cf| cf == OLD_TREE_CF)) {
-            return Err(StorageError::NoStateTree);
-        }
         let cfs = ALL_CFS
             .iter()
             .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
@@ -292,7 +280,7 @@ impl Storage {
         let state_cf = self.cf(STATE_CF)?;
         let initial = genesis.initial_state()?;
         let tree = smt::update(self, initial.iter().map(|(k, v)| (&k[..], Some(&v[..]))))?;
-        let pages = self.put_tree(&mut batch, &tree.writes)?;
+        self.put_tree(&mut batch, &tree.writes)?;
         for (key, value) in initial {
             batch.put_cf(state_cf, key, value);
         }
@@ -302,7 +290,7 @@ impl Storage {
         };
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
         self.write_synced(batch)?;
-        self.tree_cache.apply(&pages);
+        self.tree_cache.apply(&tree.writes);
         Ok(())
     }
 
@@ -433,7 +421,7 @@ impl Storage {
                 None => batch.delete_cf(state_cf, key),
             }
         }
-        let pages = self.put_tree(&mut batch, commit.state_nodes)?;
+        self.put_tree(&mut batch, commit.state_nodes)?;
         if let Some(set) = commit.next_validators {
             self.put::<SetChanges>(&mut batch, &height, set)?;
         }
@@ -446,7 +434,7 @@ impl Storage {
         meta.latest_height = height;
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
         self.write_synced(batch)?;
-        self.tree_cache.apply(&pages);
+        self.tree_cache.apply(commit.state_nodes);
         Ok(())
     }
 
@@ -509,50 +497,15 @@ impl Storage {
         Ok(smt::update(self, changes)?)
     }
 
-    /// Puts the pages that `writes` change into `batch`, each read as committed and
-    /// rewritten whole; returns them for the cache, to apply once the batch is durable.
-    fn put_tree(
-        &self,
-        batch: &mut WriteBatch,
-        writes: &NodeWrites,
-    ) -> Result<PageWrites, StorageError> {
-        let mut pages = PageWrites::new();
-        for (pos, node) in writes {
-            let (top, slot) = pos.page();
-            let page = match pages.get_mut(&top) {
-                Some(page) => page,
-                None => pages.entry(top).or_insert(self.page(top)?),
-            };
-            page.get_or_insert_default().set(slot, *node);
-        }
+    fn put_tree(&self, batch: &mut WriteBatch, writes: &NodeWrites) -> Result<(), StorageError> {
         let cf = self.cf(TREE_CF)?;
-        for (top, page) in &mut pages {
-            match page.filter(|p| !p.is_empty()) {
-                Some(full) => batch.put_cf(cf, top.to_bytes(), full.to_bytes()),
-                None => {
-                    *page = None;
-                    batch.delete_cf(cf, top.to_bytes());
-                }
+        for (pos, node) in writes {
+            match node {
+                Some(node) => batch.put_cf(cf, pos.to_bytes(), node.to_bytes()),
+                None => batch.delete_cf(cf, pos.to_bytes()),
             }
         }
-        Ok(pages)
-    }
-
-    /// The committed page whose top is `top`, through the cache.
-    fn page(&self, top: NodePos) -> Result<Option<Page>, SmtError> {
-        if let Some(page) = self.tree_cache.get(top) {
-            return Ok(page);
-        }
-        let cf = self
-            .cf(TREE_CF)
-            .map_err(|e| SmtError::Storage(e.to_string()))?;
-        let bytes = self
-            .db
-            .get_pinned_cf(cf, top.to_bytes())
-            .map_err(|e| SmtError::Storage(e.to_string()))?;
-        let page = bytes.map(|b| Page::from_bytes(&b)).transpose()?;
-        self.tree_cache.fill(top, page);
-        Ok(page)
+        Ok(())
     }
 
     /// The changes of validator set from genesis up to and including `height`, in order.
@@ -643,19 +596,28 @@ impl StateSnapshot<'_> {
 
 impl NodeStore for StateSnapshot<'_> {
     fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
-        let (top, slot) = pos.page();
         let bytes = self
-            .get_raw(TREE_CF, &top.to_bytes())
+            .get_raw(TREE_CF, &pos.to_bytes())
             .map_err(|e| SmtError::Storage(e.to_string()))?;
-        let page = bytes.map(|b| Page::from_bytes(&b)).transpose()?;
-        Ok(page.and_then(|p| p.get(slot)))
+        bytes.map(|b| Node::from_bytes(&b)).transpose()
     }
 }
 
 impl NodeStore for Storage {
     fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
-        let (top, slot) = pos.page();
-        Ok(self.page(top)?.and_then(|p| p.get(slot)))
+        if let Some(node) = self.tree_cache.get(pos) {
+            return Ok(node);
+        }
+        let cf = self
+            .cf(TREE_CF)
+            .map_err(|e| SmtError::Storage(e.to_string()))?;
+        let bytes = self
+            .db
+            .get_pinned_cf(cf, pos.to_bytes())
+            .map_err(|e| SmtError::Storage(e.to_string()))?;
+        let node = bytes.map(|b| Node::from_bytes(&b)).transpose()?;
+        self.tree_cache.fill(pos, node);
+        Ok(node)
     }
 }
 
@@ -673,7 +635,7 @@ impl StateView for Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
+    use std::collections::BTreeMap;
 
     #[test]
     fn committed_tree_proves_entries_and_absences() {
@@ -737,95 +699,5 @@ mod tests {
         drop(Storage::open(dir.path(), &crate::testing::genesis_for(&[1], &[])).unwrap());
         let err = Storage::open(dir.path(), &crate::testing::genesis_for(&[2], &[])).unwrap_err();
         assert!(matches!(err, StorageError::GenesisMismatch { .. }), "{err}");
-    }
-
-    /// Random batches of inserts and deletes, written as pages the way a commit writes
-    /// them: every node reads back as the node-by-node model holds it, warm and after a
-    /// reopen, and no page outlives its last node.
-    #[test]
-    fn tree_pages_hold_exactly_the_live_nodes() {
-        let dir = tempfile::tempdir().unwrap();
-        let genesis = crate::testing::genesis_for(&[1], &[]);
-        let storage = Storage::open(dir.path(), &genesis).unwrap();
-        let mut model = BTreeMap::new();
-        let genesis_changes: Changes = genesis
-            .initial_state()
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (k, Some(v)))
-            .collect();
-        apply_model(
-            &mut model,
-            &smt::update(&BTreeMap::new(), changes_of(&genesis_changes))
-                .unwrap()
-                .writes,
-        );
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for _ in 0..30 {
-            let changes: Changes = (0..(next() % 300))
-                .map(|_| {
-                    let key = (next() % 2_000).to_le_bytes().to_vec();
-                    (
-                        key,
-                        (next() % 3 != 0).then(|| next().to_le_bytes().to_vec()),
-                    )
-                })
-                .collect();
-            let update = storage.state_update(&changes).unwrap();
-            let mut batch = WriteBatch::default();
-            let pages = storage.put_tree(&mut batch, &update.writes).unwrap();
-            storage.write_synced(batch).unwrap();
-            storage.tree_cache.apply(&pages);
-            apply_model(&mut model, &update.writes);
-            for (pos, node) in &model {
-                assert_eq!(storage.node(*pos).unwrap(), Some(*node));
-            }
-        }
-        drop(storage);
-        let cold = Storage::open(dir.path(), &genesis).unwrap();
-        for (pos, node) in &model {
-            assert_eq!(cold.node(*pos).unwrap(), Some(*node));
-        }
-        let tops: BTreeSet<Vec<u8>> = model.keys().map(|p| p.page().0.to_bytes()).collect();
-        let cf = cold.cf(TREE_CF).unwrap();
-        let stored: BTreeSet<Vec<u8>> = cold
-            .db
-            .iterator_cf(cf, IteratorMode::Start)
-            .map(|item| item.unwrap().0.to_vec())
-            .collect();
-        assert_eq!(stored, tops);
-    }
-
-    fn changes_of(changes: &Changes) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
-        changes.iter().map(|(k, v)| (&k[..], v.as_deref()))
-    }
-
-    fn apply_model(model: &mut BTreeMap<NodePos, Node>, writes: &NodeWrites) {
-        for (pos, node) in writes {
-            match node {
-                Some(node) => model.insert(*pos, *node),
-                None => model.remove(pos),
-            };
-        }
-    }
-
-    /// A data dir from before pages holds its tree a node per entry: refused with a
-    /// clear error rather than read as pages.
-    #[test]
-    fn a_data_dir_with_the_node_by_node_tree_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        drop(DB::open_cf(&opts, dir.path(), [OLD_TREE_CF]).unwrap());
-        let genesis = crate::testing::genesis_for(&[1], &[]);
-        let err = Storage::open(dir.path(), &genesis).unwrap_err();
-        assert!(matches!(err, StorageError::NoStateTree), "{err}");
     }
 }
