@@ -96,9 +96,9 @@ impl Settings {
             seconds: env("LOAD_SECONDS", 60),
             warmup_seconds: env("LOAD_WARMUP_SECONDS", 10),
             mix,
-            // About one transaction a second per bidder: a bidder's transactions must
-            // arrive in nonce order (a gap is refused), and open-loop submissions that
-            // follow each other closely can overtake one another.
+            // About one transaction a second per bidder, as in a real tender. (Open-loop
+            // submissions from one sender can overtake one another; a node holds one up
+            // to `MAX_NONCE_AHEAD` past the next nonce until the gap fills.)
             bidders: env("LOAD_BIDDERS", rate_or_default.max(400) as usize),
         }
     }

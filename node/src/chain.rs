@@ -2,6 +2,8 @@
 //! with its certificate. This is the interface any consensus engine drives; it holds no
 //! consensus logic itself.
 
+use std::collections::BTreeMap;
+
 use bidchain_genesis::Genesis;
 use bidchain_runtime::block::{
     self, Block, BlockHash, CertificateError, CommitCertificate, Header,
@@ -178,13 +180,16 @@ impl Chain {
     }
 
     /// The candidates whose nonces follow their sender's committed nonce without a gap,
-    /// in their order (a mempool may still hold transactions a block just used).
+    /// in their order, except that one that arrives ahead of its sender's next nonce
+    /// waits for it (a mempool may still hold transactions a block just used, and one
+    /// sender's may come out of nonce order).
     fn in_nonce_order(
         &self,
         candidates: Vec<SignedTransaction>,
     ) -> Result<Vec<SignedTransaction>, ChainError> {
         let state = Overlay::new(&self.storage);
-        let mut next: std::collections::BTreeMap<AccountId, Nonce> = Default::default();
+        let mut next: BTreeMap<AccountId, Nonce> = BTreeMap::new();
+        let mut waiting: BTreeMap<(AccountId, Nonce), SignedTransaction> = BTreeMap::new();
         let mut kept = Vec::with_capacity(candidates.len());
         for stx in candidates {
             let sender = stx.tx.sender_id();
@@ -195,10 +200,20 @@ impl Chain {
                     None => continue,
                 },
             };
-            if stx.tx.nonce == expected {
-                next.insert(sender, expected.next());
-                kept.push(stx);
+            if stx.tx.nonce > expected {
+                waiting.insert((sender, stx.tx.nonce), stx);
+                continue;
             }
+            if stx.tx.nonce < expected {
+                continue;
+            }
+            kept.push(stx);
+            let mut after = expected.next();
+            while let Some(stx) = waiting.remove(&(sender, after)) {
+                kept.push(stx);
+                after = after.next();
+            }
+            next.insert(sender, after);
         }
         Ok(kept)
     }
@@ -366,4 +381,42 @@ impl Chain {
 pub fn receipts_root(receipts: &[Receipt]) -> Hash {
     let leaves: Vec<Hash> = receipts.iter().map(Receipt::leaf_hash).collect();
     merkle::root(&leaves)
+}
+
+#[cfg(test)]
+mod tests {
+    use bidchain_runtime::crypto::Keypair;
+    use bidchain_runtime::tx::Role;
+
+    use crate::testing::{TestChain, create_account_tx, genesis_for};
+
+    use super::*;
+
+    /// A proposer given one sender's transactions out of nonce order includes them all,
+    /// in nonce order; one after a gap stays out.
+    #[test]
+    fn a_block_takes_one_senders_transactions_in_nonce_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = genesis_for(&[1], &[]);
+        let hub = Keypair::from_seed_for_tests(1);
+        let chain = TestChain::open(dir.path(), genesis.clone(), hub.clone()).unwrap();
+        let tx = |nonce| {
+            create_account_tx(
+                &hub,
+                nonce,
+                &Keypair::from_seed_for_tests(100 + nonce),
+                Role::Bidder,
+            )
+        };
+        let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + 1_000);
+        let receipts = chain
+            .commit(vec![tx(2), tx(1), tx(5), tx(0)], time)
+            .unwrap();
+        let nonces: Vec<_> = receipts
+            .iter()
+            .map(|r| r.tx_hash)
+            .map(|h| [tx(0), tx(1), tx(2)].iter().position(|t| t.hash() == h))
+            .collect();
+        assert_eq!(nonces, vec![Some(0), Some(1), Some(2)]);
+    }
 }

@@ -221,7 +221,7 @@ impl Driver {
     fn next_height_ready(&self, now: Instant) -> bool {
         let empty_after = self.config.empty_block_interval;
         self.peers_moved_on
-            || !self.shared.mempool().is_empty()
+            || self.shared.mempool().has_includable()
             || (!empty_after.is_zero() && now.duration_since(self.last_commit) >= empty_after)
     }
 

@@ -1,6 +1,8 @@
 //! The mempool: signed transactions admitted but not yet committed. Bounded in count and
-//! bytes; admission checks chain id, signature, sender and nonce so that what it hands the
-//! proposer is (as of admission) includable, and says exactly why it refuses.
+//! bytes; admission checks chain id, signature, sender and nonce, and says exactly why it
+//! refuses. A transaction up to [`MAX_NONCE_AHEAD`] past its sender's next nonce is held
+//! until the ones before it arrive (a client's concurrent requests can arrive out of
+//! order); only the gap-free run from the committed nonce is handed to the proposer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -13,6 +15,9 @@ use bidchain_runtime::tx::{SignedTransaction, TxHash};
 pub const DEFAULT_MAX_TXS: usize = 50_000;
 /// Default bound on the encoded bytes held.
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// How far past a sender's next nonce a transaction is held, waiting for the ones before
+/// it; further ahead it is refused (`nonce_gap`). Bounds what one sender holds on a gap.
+pub const MAX_NONCE_AHEAD: u64 = 64;
 
 #[derive(Clone, Copy, Debug, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,7 +44,7 @@ pub enum AdmitError {
     Full { txs: usize, bytes: usize },
     #[error("nonce {got} is already used; the sender's next nonce is {expected}")]
     NonceTooLow { expected: Nonce, got: Nonce },
-    #[error("nonce {got} leaves a gap; the sender's next nonce is {expected}")]
+    #[error("nonce {got} is more than {MAX_NONCE_AHEAD} past the sender's next nonce {expected}")]
     NonceGap { expected: Nonce, got: Nonce },
     #[error(transparent)]
     Invalid(TxInvalid),
@@ -70,17 +75,60 @@ struct Entry {
     seq: u64,
 }
 
-/// Pending transactions in arrival order. Per sender, nonces are admitted only in sequence,
-/// so arrival order is also nonce order and a reaped prefix is always includable.
+/// One sender's pending transactions by nonce.
+#[derive(Debug)]
+struct Pending {
+    /// The sender's nonce in the committed state, as last seen.
+    committed: Nonce,
+    /// The nonce after the gap-free run from `committed`: those before it are includable,
+    /// those after it wait on a gap.
+    next: Nonce,
+    txs: BTreeMap<Nonce, TxHash>,
+}
+
+impl Pending {
+    fn new(committed: Nonce) -> Pending {
+        Pending {
+            committed,
+            next: committed,
+            txs: BTreeMap::new(),
+        }
+    }
+
+    /// Moves `next` past the run that now follows it.
+    fn advance(&mut self) {
+        while self.txs.contains_key(&self.next) {
+            self.next = self.next.next();
+        }
+    }
+
+    /// A new committed nonce: what it used is stale (returned, to drop), and the run is
+    /// counted again from it.
+    fn recommit(&mut self, committed: Nonce) -> Vec<TxHash> {
+        let kept = self.txs.split_off(&committed);
+        let stale = std::mem::replace(&mut self.txs, kept);
+        self.committed = committed;
+        self.next = committed;
+        self.advance();
+        stale.into_values().collect()
+    }
+
+    /// How many wait on a gap (at most [`MAX_NONCE_AHEAD`]).
+    fn held(&self) -> usize {
+        self.txs.range(self.next..).count()
+    }
+}
+
+/// Pending transactions in arrival order, with each sender's by nonce.
 #[derive(Debug)]
 pub struct Mempool {
     config: MempoolConfig,
     chain_id: ChainId,
     by_hash: HashMap<TxHash, Entry>,
     order: BTreeMap<u64, TxHash>,
-    /// Each sender's pending transactions by nonce: a run without gaps from its
-    /// committed nonce.
-    by_sender: HashMap<AccountId, BTreeMap<Nonce, TxHash>>,
+    by_sender: HashMap<AccountId, Pending>,
+    /// Transactions waiting on a gap, over all senders.
+    held: usize,
     next_seq: u64,
     bytes: usize,
 }
@@ -93,6 +141,7 @@ impl Mempool {
             by_hash: HashMap::new(),
             order: BTreeMap::new(),
             by_sender: HashMap::new(),
+            held: 0,
             next_seq: 0,
             bytes: 0,
         }
@@ -106,14 +155,39 @@ impl Mempool {
         self.by_hash.is_empty()
     }
 
+    /// Whether a block could include something now (not everything waits on a gap).
+    pub fn has_includable(&self) -> bool {
+        self.by_hash.len() > self.held
+    }
+
     pub fn contains(&self, hash: &TxHash) -> bool {
         self.by_hash.contains_key(hash)
     }
 
-    /// The nonce the sender's next transaction must carry, counting pending ones.
+    /// The nonce the sender's next transaction must carry, counting pending ones (the
+    /// first gap in them).
     pub fn next_nonce(&self, sender: &AccountId) -> Option<Nonce> {
-        let pending = self.by_sender.get(sender)?;
-        pending.last_key_value().map(|(nonce, _)| nonce.next())
+        self.by_sender.get(sender).map(|pending| pending.next)
+    }
+
+    /// Changes one sender's pending run, keeping the count of held transactions right.
+    fn with_sender<T>(
+        &mut self,
+        sender: AccountId,
+        committed: Nonce,
+        change: impl FnOnce(&mut Pending) -> T,
+    ) -> T {
+        let pending = self
+            .by_sender
+            .entry(sender)
+            .or_insert_with(|| Pending::new(committed));
+        self.held -= pending.held();
+        let out = change(pending);
+        self.held += pending.held();
+        if pending.txs.is_empty() {
+            self.by_sender.remove(&sender);
+        }
+        out
     }
 
     /// Whether a transaction of `encoded_len` bytes fits: checked before its signature, so
@@ -147,34 +221,45 @@ impl Mempool {
         let overlay = Overlay::new(state);
         let account = execute::check_envelope(&overlay, &self.chain_id, &tx, Some(tx.tx.nonce))
             .map_err(AdmitError::Invalid)?;
-        let expected = self.next_nonce(&sender).unwrap_or(account.nonce);
-        if tx.tx.nonce < expected {
+        let nonce = tx.tx.nonce;
+        let (expected, used) = self
+            .by_sender
+            .get(&sender)
+            .map_or((account.nonce, false), |p| {
+                (p.next, p.txs.contains_key(&nonce))
+            });
+        if nonce < account.nonce || used {
             return Err(AdmitError::NonceTooLow {
                 expected,
-                got: tx.tx.nonce,
+                got: nonce,
             });
         }
-        if tx.tx.nonce > expected {
+        if nonce.0 > expected.0.saturating_add(MAX_NONCE_AHEAD) {
             return Err(AdmitError::NonceGap {
                 expected,
-                got: tx.tx.nonce,
+                got: nonce,
             });
         }
-        self.insert(hash, tx, encoded_len);
+        self.insert(hash, tx, encoded_len, account.nonce);
         Ok(hash)
     }
 
-    fn insert(&mut self, hash: TxHash, tx: SignedTransaction, bytes: usize) {
+    fn insert(&mut self, hash: TxHash, tx: SignedTransaction, bytes: usize, committed: Nonce) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.order.insert(seq, hash);
         self.bytes += bytes;
-        let pending = self.by_sender.entry(tx.tx.sender_id()).or_default();
-        pending.insert(tx.tx.nonce, hash);
+        let nonce = tx.tx.nonce;
+        self.with_sender(tx.tx.sender_id(), committed, |pending| {
+            pending.txs.insert(nonce, hash);
+            pending.advance();
+        });
         self.by_hash.insert(hash, Entry { tx, bytes, seq });
     }
 
-    /// The oldest pending transactions, up to `max_txs` and `max_bytes` in total.
+    /// The oldest includable transactions (none that waits on a gap), up to `max_txs`
+    /// and `max_bytes` in total. One sender's may come out of nonce order, as they
+    /// arrived.
     pub fn reap(&self, max_txs: usize, max_bytes: usize) -> Vec<SignedTransaction> {
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -182,6 +267,14 @@ impl Mempool {
             let Some(entry) = self.by_hash.get(hash) else {
                 continue;
             };
+            let sender = entry.tx.tx.sender_id();
+            if self
+                .by_sender
+                .get(&sender)
+                .is_none_or(|p| entry.tx.tx.nonce >= p.next)
+            {
+                continue;
+            }
             if out.len() >= max_txs || bytes + entry.bytes > max_bytes {
                 break;
             }
@@ -193,8 +286,7 @@ impl Mempool {
 
     /// After a commit of `committed` (hash and sender of each transaction in the block):
     /// drops them, then re-checks the pending runs of their senders only (no other
-    /// sender's committed nonce moved), dropping what the new state made stale and
-    /// whatever follows a gap.
+    /// sender's committed nonce moved), dropping what the new state made stale.
     pub fn update_after_commit<V: StateView + ?Sized>(
         &mut self,
         state: &V,
@@ -206,36 +298,34 @@ impl Mempool {
         }
         let overlay = Overlay::new(state);
         for sender in senders {
-            let Some(pending) = self.by_sender.get(&sender) else {
+            let Some(committed) = self.by_sender.get(&sender).map(|p| p.committed) else {
                 continue;
             };
-            let mut expected = overlay.account(sender).ok().flatten().map(|a| a.nonce);
-            let mut stale = Vec::new();
-            for (nonce, hash) in pending {
-                if expected == Some(*nonce) {
-                    expected = Some(nonce.next());
-                } else {
-                    stale.push(*hash);
-                }
-            }
+            // An account that cannot be read (or is gone) leaves nothing includable.
+            let now = match overlay.account(sender) {
+                Ok(Some(account)) => account.nonce,
+                _ => Nonce(u64::MAX),
+            };
+            let stale = self.with_sender(sender, committed, |p| p.recommit(now));
             for hash in stale {
                 self.remove(&hash);
             }
         }
     }
 
+    /// Drops one transaction; its sender's run is not re-counted (a caller removing
+    /// from the middle of a run calls [`Pending::recommit`]).
     fn remove(&mut self, hash: &TxHash) {
         let Some(entry) = self.by_hash.remove(hash) else {
             return;
         };
         self.order.remove(&entry.seq);
         self.bytes -= entry.bytes;
-        let sender = entry.tx.tx.sender_id();
-        if let Some(pending) = self.by_sender.get_mut(&sender) {
-            pending.remove(&entry.tx.tx.nonce);
-            if pending.is_empty() {
-                self.by_sender.remove(&sender);
-            }
+        let (sender, nonce) = (entry.tx.tx.sender_id(), entry.tx.tx.nonce);
+        if self.by_sender.contains_key(&sender) {
+            self.with_sender(sender, nonce, |pending| {
+                pending.txs.remove(&nonce);
+            });
         }
     }
 }
@@ -282,7 +372,7 @@ mod tests {
             Err(AdmitError::Duplicate(_))
         ));
         assert!(matches!(
-            pool.admit_verified(&state, tx(&hub, 2), 100),
+            pool.admit_verified(&state, tx(&hub, 2 + MAX_NONCE_AHEAD), 100),
             Err(AdmitError::NonceGap {
                 expected: Nonce(1),
                 ..
@@ -314,13 +404,47 @@ mod tests {
         // Nothing committed yet and the state still says nonce 0: both stay.
         pool.update_after_commit(&state, &[]);
         assert_eq!(pool.len(), 2);
-        // Committing the first leaves the second, whose nonce is now next... but this
-        // state was not advanced, so the second is stale relative to it and is dropped.
+        // The first is dropped as committed, but this state was not advanced: the second
+        // now waits on a gap at nonce 0, held and not includable.
         let sender = first.tx.sender_id();
         pool.update_after_commit(&state, &[(first.hash(), sender)]);
-        assert_eq!(pool.len(), 0);
-        assert_eq!(pool.bytes, 0);
-        assert_eq!(pool.next_nonce(&sender), None);
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.bytes, 100);
+        assert!(!pool.has_includable());
+        assert!(pool.reap(10, 1 << 20).is_empty());
+        assert_eq!(pool.next_nonce(&sender), Some(Nonce(0)));
+    }
+
+    #[test]
+    fn a_transaction_ahead_of_its_nonce_waits_for_the_gap_to_fill() {
+        let genesis = genesis_for(&[1], &[]);
+        let state = genesis.initial_state().unwrap();
+        let mut pool = Mempool::new(MempoolConfig::default(), genesis.chain_id);
+        let hub = Keypair::from_seed_for_tests(1);
+        let hub_id = AccountId::of(&hub.public());
+        for nonce in [3, 1] {
+            pool.admit_verified(&state, tx(&hub, nonce), 100).unwrap();
+        }
+        assert_eq!(pool.len(), 2);
+        assert!(!pool.has_includable());
+        assert!(pool.reap(10, 1 << 20).is_empty());
+        assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(0)));
+        assert_eq!(
+            pool.admit_verified(&state, tx(&hub, 1), 100)
+                .unwrap_err()
+                .code(),
+            "duplicate"
+        );
+        // Nonce 0 fills the first gap: 0 and 1 are includable, 3 still waits on 2.
+        pool.admit_verified(&state, tx(&hub, 0), 100).unwrap();
+        assert!(pool.has_includable());
+        assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(2)));
+        let reaped: Vec<_> = pool.reap(10, 1 << 20).iter().map(|t| t.tx.nonce).collect();
+        assert_eq!(reaped, vec![Nonce(1), Nonce(0)]);
+        pool.admit_verified(&state, tx(&hub, 2), 100).unwrap();
+        assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(4)));
+        assert_eq!(pool.reap(10, 1 << 20).len(), 4);
+        assert_eq!(pool.held, 0);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use bidchain_cli::client::Refused;
 use bidchain_cli::proof_cli::trust_of;
 use bidchain_node::api::TxStatus;
+use bidchain_node::mempool::MAX_NONCE_AHEAD;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{AccountId, ChainId, Height, Nonce};
 use bidchain_runtime::proof::{Bundle, Claim};
@@ -129,7 +130,7 @@ async fn http_api_end_to_end() {
         refusal(client.submit(&unknown).await).code,
         "unknown_sender"
     );
-    let gap = net.create_account(&net.hub, Nonce(5), Role::Bidder);
+    let gap = net.create_account(&net.hub, Nonce(2 + MAX_NONCE_AHEAD), Role::Bidder);
     assert_eq!(refusal(client.submit(&gap).await).code, "nonce_gap");
     let mut other_chain = net.create_account(&net.hub, Nonce(1), Role::Bidder).tx;
     other_chain.chain_id = ChainId::new("another-chain").unwrap();
@@ -138,9 +139,19 @@ async fn http_api_end_to_end() {
         refusal(client.submit(&other_chain).await).code,
         "wrong_chain"
     );
+    // One ahead of the next nonce is held until the gap fills; then both commit.
+    let ahead = net.create_account(&net.hub, Nonce(2), Role::Bidder);
+    let ahead = client.submit(&ahead).await.unwrap().tx_hash;
     let pending = net.create_account(&net.hub, Nonce(1), Role::Bidder);
     client.submit(&pending).await.unwrap();
     assert_eq!(refusal(client.submit(&pending).await).code, "duplicate");
+    for hash in [pending.hash(), ahead] {
+        let receipt = client
+            .wait_included(&hash, Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert!(receipt.height.is_some(), "{receipt:?}");
+    }
 
     // Read errors.
     let unknown_hash = Keypair::generate().public().to_string().parse().unwrap();
