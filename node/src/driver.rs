@@ -634,9 +634,7 @@ impl Driver {
     fn on_synced(&mut self, synced: SyncedBlock) -> Result<(), DriverError> {
         let tip = self.shared.chain.tip()?;
         let signatures_checked = synced.signatures_checked();
-        let SyncedBlock {
-            block, certificate, ..
-        } = synced;
+        let (block, certificate) = synced.into_parts();
         if block.header.height != tip.height.next() {
             return Ok(());
         }

@@ -4,7 +4,7 @@
 //! until the ones before it arrive (a client's concurrent requests can arrive out of
 //! order); only the gap-free run from the committed nonce is handed to the proposer.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use bidchain_runtime::execute::{self, TxInvalid};
 use bidchain_runtime::ids::{AccountId, ChainId, Nonce};
@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// How far past a sender's next nonce a transaction is held, waiting for the ones before
 /// it; further ahead it is refused (`nonce_gap`). Bounds what one sender holds on a gap.
 pub const MAX_NONCE_AHEAD: u64 = 64;
+/// Transactions waiting on a gap take at most `1 / HELD_SHARE` of the mempool's count.
+const HELD_SHARE: usize = 4;
 
 #[derive(Clone, Copy, Debug, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -46,6 +48,14 @@ pub enum AdmitError {
     NonceTooLow { expected: Nonce, got: Nonce },
     #[error("nonce {got} is more than {MAX_NONCE_AHEAD} past the sender's next nonce {expected}")]
     NonceGap { expected: Nonce, got: Nonce },
+    #[error(
+        "nonce {got} waits on a gap and {held} transactions already wait; send nonce {expected} first"
+    )]
+    TooManyHeld {
+        expected: Nonce,
+        got: Nonce,
+        held: usize,
+    },
     #[error(transparent)]
     Invalid(TxInvalid),
 }
@@ -57,7 +67,7 @@ impl AdmitError {
             AdmitError::Duplicate(_) => "duplicate",
             AdmitError::Full { .. } => "mempool_full",
             AdmitError::NonceTooLow { .. } => "nonce_too_low",
-            AdmitError::NonceGap { .. } => "nonce_gap",
+            AdmitError::NonceGap { .. } | AdmitError::TooManyHeld { .. } => "nonce_gap",
             AdmitError::Invalid(TxInvalid::WrongChain { .. }) => "wrong_chain",
             AdmitError::Invalid(TxInvalid::BadSignature) => "bad_signature",
             AdmitError::Invalid(TxInvalid::UnknownSender(_)) => "unknown_sender",
@@ -240,6 +250,15 @@ impl Mempool {
                 got: nonce,
             });
         }
+        // Held transactions leave only when their gap fills: a quarter of the pool at
+        // most, so that the rest (and the transactions that fill gaps) always find room.
+        if nonce > expected && self.held >= self.config.max_txs / HELD_SHARE {
+            return Err(AdmitError::TooManyHeld {
+                expected,
+                got: nonce,
+                held: self.held,
+            });
+        }
         self.insert(hash, tx, encoded_len, account.nonce);
         Ok(hash)
     }
@@ -257,29 +276,35 @@ impl Mempool {
         self.by_hash.insert(hash, Entry { tx, bytes, seq });
     }
 
-    /// The oldest includable transactions (none that waits on a gap), up to `max_txs`
-    /// and `max_bytes` in total. One sender's may come out of nonce order, as they
-    /// arrived.
+    /// Includable transactions (none that waits on a gap), up to `max_txs` and
+    /// `max_bytes` in total: senders in the order of their oldest pending transaction,
+    /// each sender's run in nonce order (so a cut never keeps a nonce without the ones
+    /// before it).
     pub fn reap(&self, max_txs: usize, max_bytes: usize) -> Vec<SignedTransaction> {
         let mut out = Vec::new();
         let mut bytes = 0;
+        let mut seen = HashSet::new();
         for hash in self.order.values() {
             let Some(entry) = self.by_hash.get(hash) else {
                 continue;
             };
             let sender = entry.tx.tx.sender_id();
-            if self
-                .by_sender
-                .get(&sender)
-                .is_none_or(|p| entry.tx.tx.nonce >= p.next)
-            {
+            let Some(pending) = self.by_sender.get(&sender) else {
+                continue;
+            };
+            if !seen.insert(sender) {
                 continue;
             }
-            if out.len() >= max_txs || bytes + entry.bytes > max_bytes {
-                break;
+            for hash in pending.txs.range(..pending.next).map(|(_, hash)| hash) {
+                let Some(entry) = self.by_hash.get(hash) else {
+                    continue;
+                };
+                if out.len() >= max_txs || bytes + entry.bytes > max_bytes {
+                    return out;
+                }
+                bytes += entry.bytes;
+                out.push(entry.tx.clone());
             }
-            bytes += entry.bytes;
-            out.push(entry.tx.clone());
         }
         out
     }
@@ -439,12 +464,41 @@ mod tests {
         pool.admit_verified(&state, tx(&hub, 0), 100).unwrap();
         assert!(pool.has_includable());
         assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(2)));
+        // Handed out in nonce order, though 1 arrived first: a cut keeps a prefix.
         let reaped: Vec<_> = pool.reap(10, 1 << 20).iter().map(|t| t.tx.nonce).collect();
-        assert_eq!(reaped, vec![Nonce(1), Nonce(0)]);
+        assert_eq!(reaped, vec![Nonce(0), Nonce(1)]);
+        let cut: Vec<_> = pool.reap(1, 1 << 20).iter().map(|t| t.tx.nonce).collect();
+        assert_eq!(cut, vec![Nonce(0)]);
         pool.admit_verified(&state, tx(&hub, 2), 100).unwrap();
         assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(4)));
         assert_eq!(pool.reap(10, 1 << 20).len(), 4);
         assert_eq!(pool.held, 0);
+    }
+
+    #[test]
+    fn held_transactions_take_at_most_a_quarter_of_the_pool() {
+        let genesis = genesis_for(&[1], &[]);
+        let state = genesis.initial_state().unwrap();
+        let config = MempoolConfig {
+            max_txs: 8,
+            max_bytes: 1 << 20,
+        };
+        let mut pool = Mempool::new(config, genesis.chain_id);
+        let hub = Keypair::from_seed_for_tests(1);
+        for nonce in [2, 3] {
+            pool.admit_verified(&state, tx(&hub, nonce), 100).unwrap();
+        }
+        let err = pool.admit_verified(&state, tx(&hub, 4), 100).unwrap_err();
+        assert!(
+            matches!(err, AdmitError::TooManyHeld { held: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(err.code(), "nonce_gap");
+        // What fills the gap still gets in, and then so does the rest.
+        for nonce in [0, 1, 4] {
+            pool.admit_verified(&state, tx(&hub, nonce), 100).unwrap();
+        }
+        assert_eq!(pool.reap(10, 1 << 20).len(), 5);
     }
 
     #[test]

@@ -69,9 +69,10 @@ pub enum Inbound {
 /// (never accepted unasked from a peer).
 #[derive(Debug)]
 pub struct SyncedBlock {
-    pub block: Block,
-    pub certificate: CommitCertificate,
-    /// Set only by [`SyncedBlock::check`]: every transaction's signature holds.
+    block: Block,
+    certificate: CommitCertificate,
+    /// Set only by [`SyncedBlock::check`]: every signature in `block` holds (the fields
+    /// are private so that the block cannot be swapped after the check).
     signatures_checked: bool,
 }
 
@@ -91,6 +92,10 @@ impl SyncedBlock {
     /// Whether [`SyncedBlock::check`] found every signature good.
     pub fn signatures_checked(&self) -> bool {
         self.signatures_checked
+    }
+
+    pub fn into_parts(self) -> (Block, CommitCertificate) {
+        (self.block, self.certificate)
     }
 }
 

@@ -552,7 +552,11 @@ impl NetworkTask {
     /// Asks `peer` for blocks, continuing after those already received, unless those
     /// seem lost (the tip has not moved for a while: refused by the driver, or dropped).
     fn fetch_blocks(&mut self, peer: PeerId) {
-        if self.sync.in_flight.is_some() || !self.connected.contains(&peer) {
+        // With the signature checks a full window behind, the next poll asks again.
+        if self.sync.in_flight.is_some()
+            || !self.connected.contains(&peer)
+            || self.synced.capacity() == 0
+        {
             return;
         }
         let Some(tip) = self.local_height() else {
@@ -861,7 +865,9 @@ impl NetworkTask {
 
 /// Checks the signatures in fetched blocks on the blocking pool, a block at a time and in
 /// order, and passes each to the driver: it checks the next block while the driver
-/// executes one. Runs until the network task drops its sender.
+/// executes one. It waits for room in the inbox (sync is bounded by its window and by
+/// `MAX_SYNC_RUNS_CHECKING`, and the driver always drains). Runs until the network task
+/// drops its sender.
 async fn check_synced(
     mut runs: mpsc::Receiver<Vec<(Block, CommitCertificate)>>,
     inbox: SyncSender<Inbound>,
@@ -871,7 +877,7 @@ async fn check_synced(
         let checked = tokio::task::spawn_blocking(move || {
             for (block, certificate) in run {
                 let synced = SyncedBlock::check(block, certificate);
-                if !to_driver(&inbox, Inbound::Synced(Box::new(synced))) {
+                if inbox.send(Inbound::Synced(Box::new(synced))).is_err() {
                     return;
                 }
             }

@@ -63,8 +63,9 @@ impl Shared {
         }
     }
 
-    /// The mempool. A panic while holding the lock cannot leave it half-updated in a way
-    /// that matters (the next commit rebuilds its nonce view), so a poisoned lock is used.
+    /// The mempool. A panic while holding the lock would be a bug in the mempool; the node
+    /// goes on with the poisoned lock rather than stop taking transactions (a restart
+    /// starts the mempool empty).
     pub fn mempool(&self) -> MutexGuard<'_, Mempool> {
         self.mempool.lock().unwrap_or_else(PoisonError::into_inner)
     }
