@@ -20,6 +20,9 @@ pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_NONCE_AHEAD: u64 = 64;
 /// Transactions waiting on a gap take at most `1 / HELD_SHARE` of the mempool's count.
 const HELD_SHARE: usize = 4;
+/// A sender's transactions that have waited on a gap for this many commits are dropped:
+/// its client gave up on the missing one, or lost it.
+pub const MAX_HELD_COMMITS: u64 = 100;
 
 #[derive(Clone, Copy, Debug, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -94,6 +97,8 @@ struct Pending {
     /// those after it wait on a gap.
     next: Nonce,
     txs: BTreeMap<Nonce, TxHash>,
+    /// The commit count at which some of `txs` began to wait on a gap.
+    held_since: Option<u64>,
 }
 
 impl Pending {
@@ -102,6 +107,7 @@ impl Pending {
             committed,
             next: committed,
             txs: BTreeMap::new(),
+            held_since: None,
         }
     }
 
@@ -139,6 +145,8 @@ pub struct Mempool {
     by_sender: HashMap<AccountId, Pending>,
     /// Transactions waiting on a gap, over all senders.
     held: usize,
+    /// Commits seen, to age what waits on a gap.
+    commits: u64,
     next_seq: u64,
     bytes: usize,
 }
@@ -152,6 +160,7 @@ impl Mempool {
             order: BTreeMap::new(),
             by_sender: HashMap::new(),
             held: 0,
+            commits: 0,
             next_seq: 0,
             bytes: 0,
         }
@@ -193,7 +202,12 @@ impl Mempool {
             .or_insert_with(|| Pending::new(committed));
         self.held -= pending.held();
         let out = change(pending);
-        self.held += pending.held();
+        let held = pending.held();
+        self.held += held;
+        pending.held_since = match held {
+            0 => None,
+            _ => pending.held_since.or(Some(self.commits)),
+        };
         if pending.txs.is_empty() {
             self.by_sender.remove(&sender);
         }
@@ -311,7 +325,8 @@ impl Mempool {
 
     /// After a commit of `committed` (hash and sender of each transaction in the block):
     /// drops them, then re-checks the pending runs of their senders only (no other
-    /// sender's committed nonce moved), dropping what the new state made stale.
+    /// sender's committed nonce moved), dropping what the new state made stale; last,
+    /// drops what has waited on a gap for [`MAX_HELD_COMMITS`].
     pub fn update_after_commit<V: StateView + ?Sized>(
         &mut self,
         state: &V,
@@ -335,6 +350,29 @@ impl Mempool {
             for hash in stale {
                 self.remove(&hash);
             }
+        }
+        self.commits += 1;
+        self.expire_held();
+    }
+
+    fn expire_held(&mut self) {
+        let Some(before) = self.commits.checked_sub(MAX_HELD_COMMITS) else {
+            return;
+        };
+        let expired: Vec<TxHash> = self
+            .by_sender
+            .values()
+            .filter(|p| p.held_since.is_some_and(|since| since <= before))
+            .flat_map(|p| p.txs.range(p.next..).map(|(_, hash)| *hash))
+            .collect();
+        if !expired.is_empty() {
+            tracing::debug!(
+                txs = expired.len(),
+                "dropping transactions that waited on a gap too long"
+            );
+        }
+        for hash in expired {
+            self.remove(&hash);
         }
     }
 
@@ -499,6 +537,25 @@ mod tests {
             pool.admit_verified(&state, tx(&hub, nonce), 100).unwrap();
         }
         assert_eq!(pool.reap(10, 1 << 20).len(), 5);
+    }
+
+    #[test]
+    fn a_gap_that_never_fills_is_dropped_after_max_held_commits() {
+        let genesis = genesis_for(&[1], &[]);
+        let state = genesis.initial_state().unwrap();
+        let mut pool = Mempool::new(MempoolConfig::default(), genesis.chain_id);
+        let hub = Keypair::from_seed_for_tests(1);
+        pool.admit_verified(&state, tx(&hub, 2), 100).unwrap();
+        for _ in 0..MAX_HELD_COMMITS - 1 {
+            pool.update_after_commit(&state, &[]);
+        }
+        assert_eq!(pool.len(), 1);
+        // Filling part of the gap does not restart the clock on what still waits.
+        pool.admit_verified(&state, tx(&hub, 0), 100).unwrap();
+        pool.update_after_commit(&state, &[]);
+        assert_eq!(pool.len(), 1, "the includable one stays");
+        assert_eq!((pool.held, pool.bytes), (0, 100));
+        assert!(pool.has_includable());
     }
 
     #[test]
