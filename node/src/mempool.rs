@@ -400,20 +400,21 @@ mod tests {
     use bidchain_runtime::crypto::Keypair;
     use bidchain_runtime::tx::Role;
 
-    fn setup() -> (
+    /// A pool of at most `max_txs` for a one-validator genesis, its state and the hub.
+    fn setup(
+        max_txs: usize,
+    ) -> (
         Mempool,
         std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
         Keypair,
     ) {
         let genesis = genesis_for(&[1], &[]);
         let state = genesis.initial_state().unwrap();
-        let pool = Mempool::new(
-            MempoolConfig {
-                max_txs: 3,
-                max_bytes: 1 << 20,
-            },
-            genesis.chain_id,
-        );
+        let config = MempoolConfig {
+            max_txs,
+            max_bytes: 1 << 20,
+        };
+        let pool = Mempool::new(config, genesis.chain_id);
         (pool, state, Keypair::from_seed_for_tests(1))
     }
 
@@ -428,7 +429,7 @@ mod tests {
 
     #[test]
     fn admits_in_nonce_order_and_says_why_not() {
-        let (mut pool, state, hub) = setup();
+        let (mut pool, state, hub) = setup(3);
         pool.admit_verified(&state, tx(&hub, 0), 100).unwrap();
         assert!(matches!(
             pool.admit_verified(&state, tx(&hub, 0), 100),
@@ -460,7 +461,7 @@ mod tests {
 
     #[test]
     fn commit_removes_included_and_stale() {
-        let (mut pool, state, hub) = setup();
+        let (mut pool, state, hub) = setup(3);
         let first = tx(&hub, 0);
         pool.admit_verified(&state, first.clone(), 100).unwrap();
         pool.admit_verified(&state, tx(&hub, 1), 100).unwrap();
@@ -480,10 +481,7 @@ mod tests {
 
     #[test]
     fn a_transaction_ahead_of_its_nonce_waits_for_the_gap_to_fill() {
-        let genesis = genesis_for(&[1], &[]);
-        let state = genesis.initial_state().unwrap();
-        let mut pool = Mempool::new(MempoolConfig::default(), genesis.chain_id);
-        let hub = Keypair::from_seed_for_tests(1);
+        let (mut pool, state, hub) = setup(DEFAULT_MAX_TXS);
         let hub_id = AccountId::of(&hub.public());
         for nonce in [3, 1] {
             pool.admit_verified(&state, tx(&hub, nonce), 100).unwrap();
@@ -515,14 +513,7 @@ mod tests {
 
     #[test]
     fn held_transactions_take_at_most_a_quarter_of_the_pool() {
-        let genesis = genesis_for(&[1], &[]);
-        let state = genesis.initial_state().unwrap();
-        let config = MempoolConfig {
-            max_txs: 8,
-            max_bytes: 1 << 20,
-        };
-        let mut pool = Mempool::new(config, genesis.chain_id);
-        let hub = Keypair::from_seed_for_tests(1);
+        let (mut pool, state, hub) = setup(8);
         for nonce in [2, 3] {
             pool.admit_verified(&state, tx(&hub, nonce), 100).unwrap();
         }
@@ -541,10 +532,7 @@ mod tests {
 
     #[test]
     fn a_gap_that_never_fills_is_dropped_after_max_held_commits() {
-        let genesis = genesis_for(&[1], &[]);
-        let state = genesis.initial_state().unwrap();
-        let mut pool = Mempool::new(MempoolConfig::default(), genesis.chain_id);
-        let hub = Keypair::from_seed_for_tests(1);
+        let (mut pool, state, hub) = setup(DEFAULT_MAX_TXS);
         pool.admit_verified(&state, tx(&hub, 2), 100).unwrap();
         for _ in 0..MAX_HELD_COMMITS - 1 {
             pool.update_after_commit(&state, &[]);
