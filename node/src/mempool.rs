@@ -91,10 +91,8 @@ struct Entry {
 /// One sender's pending transactions by nonce.
 #[derive(Debug)]
 struct Pending {
-    /// The sender's nonce in the committed state, as last seen.
-    committed: Nonce,
-    /// The nonce after the gap-free run from `committed`: those before it are includable,
-    /// those after it wait on a gap.
+    /// The nonce after the gap-free run from the sender's committed nonce: those before
+    /// it are includable, those after it wait on a gap.
     next: Nonce,
     txs: BTreeMap<Nonce, TxHash>,
     /// The commit count at which some of `txs` began to wait on a gap.
@@ -104,7 +102,6 @@ struct Pending {
 impl Pending {
     fn new(committed: Nonce) -> Pending {
         Pending {
-            committed,
             next: committed,
             txs: BTreeMap::new(),
             held_since: None,
@@ -123,7 +120,6 @@ impl Pending {
     fn recommit(&mut self, committed: Nonce) -> Vec<TxHash> {
         let kept = self.txs.split_off(&committed);
         let stale = std::mem::replace(&mut self.txs, kept);
-        self.committed = committed;
         self.next = committed;
         self.advance();
         stale.into_values().collect()
@@ -189,17 +185,14 @@ impl Mempool {
         self.by_sender.get(sender).map(|pending| pending.next)
     }
 
-    /// Changes one sender's pending run, keeping the count of held transactions right.
+    /// Changes one sender's pending run, if it has one, keeping the count of held
+    /// transactions right.
     fn with_sender<T>(
         &mut self,
         sender: AccountId,
-        committed: Nonce,
         change: impl FnOnce(&mut Pending) -> T,
-    ) -> T {
-        let pending = self
-            .by_sender
-            .entry(sender)
-            .or_insert_with(|| Pending::new(committed));
+    ) -> Option<T> {
+        let pending = self.by_sender.get_mut(&sender)?;
         self.held -= pending.held();
         let out = change(pending);
         let held = pending.held();
@@ -211,7 +204,7 @@ impl Mempool {
         if pending.txs.is_empty() {
             self.by_sender.remove(&sender);
         }
-        out
+        Some(out)
     }
 
     /// Whether a transaction of `encoded_len` bytes fits: checked before its signature, so
@@ -282,8 +275,11 @@ impl Mempool {
         self.next_seq += 1;
         self.order.insert(seq, hash);
         self.bytes += bytes;
-        let nonce = tx.tx.nonce;
-        self.with_sender(tx.tx.sender_id(), committed, |pending| {
+        let (sender, nonce) = (tx.tx.sender_id(), tx.tx.nonce);
+        self.by_sender
+            .entry(sender)
+            .or_insert_with(|| Pending::new(committed));
+        self.with_sender(sender, |pending| {
             pending.txs.insert(nonce, hash);
             pending.advance();
         });
@@ -338,16 +334,16 @@ impl Mempool {
         }
         let overlay = Overlay::new(state);
         for sender in senders {
-            let Some(committed) = self.by_sender.get(&sender).map(|p| p.committed) else {
+            if !self.by_sender.contains_key(&sender) {
                 continue;
-            };
+            }
             // An account that cannot be read (or is gone) leaves nothing includable.
             let now = match overlay.account(sender) {
                 Ok(Some(account)) => account.nonce,
                 _ => Nonce(u64::MAX),
             };
-            let stale = self.with_sender(sender, committed, |p| p.recommit(now));
-            for hash in stale {
+            let stale = self.with_sender(sender, |p| p.recommit(now));
+            for hash in stale.unwrap_or_default() {
                 self.remove(&hash);
             }
         }
@@ -359,6 +355,9 @@ impl Mempool {
         let Some(before) = self.commits.checked_sub(MAX_HELD_COMMITS) else {
             return;
         };
+        if self.held == 0 {
+            return;
+        }
         let expired: Vec<TxHash> = self
             .by_sender
             .values()
@@ -385,11 +384,7 @@ impl Mempool {
         self.order.remove(&entry.seq);
         self.bytes -= entry.bytes;
         let (sender, nonce) = (entry.tx.tx.sender_id(), entry.tx.tx.nonce);
-        if self.by_sender.contains_key(&sender) {
-            self.with_sender(sender, nonce, |pending| {
-                pending.txs.remove(&nonce);
-            });
-        }
+        self.with_sender(sender, |pending| pending.txs.remove(&nonce));
     }
 }
 

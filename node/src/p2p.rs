@@ -728,8 +728,12 @@ impl NetworkTask {
         self.validator_peers.contains(&Some(peer))
     }
 
-    fn to_driver(&self, message: NetMessage) -> bool {
-        to_driver(&self.inbox, Inbound::Net(message))
+    /// Never blocks: a full inbox drops the message (consensus re-gossips what matters).
+    fn to_driver(&self, message: NetMessage) {
+        match self.inbox.try_send(Inbound::Net(message)) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => tracing::debug!("consensus inbox full; message dropped"),
+        }
     }
 
     fn on_sync_event(
@@ -886,18 +890,6 @@ async fn check_synced(
         if let Err(err) = checked {
             tracing::warn!(%err, "sync signature check failed");
         }
-    }
-}
-
-/// Never blocks: a full inbox drops the message (consensus re-gossips, sync re-fetches).
-fn to_driver(inbox: &SyncSender<Inbound>, message: Inbound) -> bool {
-    match inbox.try_send(message) {
-        Ok(()) => true,
-        Err(TrySendError::Full(_)) => {
-            tracing::debug!("consensus inbox full; message dropped");
-            false
-        }
-        Err(TrySendError::Disconnected(_)) => false,
     }
 }
 
