@@ -12,6 +12,7 @@ pub mod net;
 pub mod node;
 pub mod p2p;
 pub mod proofs;
+pub mod read_cache;
 pub mod rpc;
 pub mod shared;
 pub mod storage;

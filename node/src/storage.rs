@@ -2,10 +2,10 @@
 //! its transaction index and its state changes are written in one synced `WriteBatch`, so a
 //! crash leaves either all of a block or none of it.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
+use crate::read_cache::ReadCache;
 use bidchain_consensus::Message;
 use bidchain_genesis::Genesis;
 use bidchain_runtime::block::{Block, BlockHash, CommitCertificate, Header};
@@ -183,45 +183,33 @@ pub struct BlockCommit<'a> {
 #[derive(Clone, Debug)]
 pub struct Storage {
     db: Arc<DB>,
-    tree_cache: Arc<TreeCache>,
+    /// The committed state tree's upper levels (`TREE_CACHE_DEPTH`).
+    tree_cache: Arc<ReadCache<NodePos, Option<Node>>>,
+    /// Committed state entries, present or known absent.
+    state_cache: Arc<ReadCache<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 /// State-tree nodes down to this depth are cached: at most 2^15 - 1 positions (about
 /// 4 MiB). Every block reads and rewrites the paths from the root to the keys it changes,
 /// and these upper levels, shared by all paths, were most of a node's database reads.
 const TREE_CACHE_DEPTH: u16 = 14;
+const MAX_TREE_CACHE_ENTRIES: usize = (1 << (TREE_CACHE_DEPTH + 1)) - 1;
 
-/// The committed state tree's upper levels, read through and written through at commit
-/// (positions known to be empty are cached as `None`). Only point lookups: no iteration
-/// order can leak into state.
-#[derive(Debug, Default)]
-struct TreeCache {
-    nodes: RwLock<HashMap<NodePos, Option<Node>>>,
+/// Bounds of the state cache. The accounts, tenders and bids a block reads were a sixth
+/// of a node's consensus thread in memtable lookups. 32 MiB holds the whole state of a
+/// province's busiest day of the load bench many times over.
+const MAX_STATE_CACHE_ENTRIES: usize = 256 * 1024;
+const MAX_STATE_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// What a cached state entry costs: its bytes and the map's own per-entry overhead.
+#[expect(clippy::ptr_arg, reason = "the cache weighs with fn(&K, &V)")]
+fn state_entry_bytes(key: &Vec<u8>, value: &Option<Vec<u8>>) -> usize {
+    const ENTRY_OVERHEAD_BYTES: usize = 64;
+    key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES
 }
 
-impl TreeCache {
-    fn get(&self, pos: NodePos) -> Option<Option<Node>> {
-        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
-        nodes.get(&pos).copied()
-    }
-
-    /// What a read found, unless a commit has meanwhile put something newer there.
-    fn fill(&self, pos: NodePos, node: Option<Node>) {
-        if pos.depth() <= TREE_CACHE_DEPTH {
-            let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
-            nodes.entry(pos).or_insert(node);
-        }
-    }
-
-    /// After `writes` are durable.
-    fn apply(&self, writes: &NodeWrites) {
-        let mut nodes = self.nodes.write().unwrap_or_else(PoisonError::into_inner);
-        for (pos, node) in writes {
-            if pos.depth() <= TREE_CACHE_DEPTH {
-                nodes.insert(*pos, *node);
-            }
-        }
-    }
+fn tree_caches(pos: NodePos) -> bool {
+    pos.depth() <= TREE_CACHE_DEPTH
 }
 
 impl Storage {
@@ -239,7 +227,12 @@ impl Storage {
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let storage = Storage {
             db: Arc::new(db),
-            tree_cache: Arc::default(),
+            tree_cache: Arc::new(ReadCache::new(MAX_TREE_CACHE_ENTRIES, usize::MAX, |_, _| 0)),
+            state_cache: Arc::new(ReadCache::new(
+                MAX_STATE_CACHE_ENTRIES,
+                MAX_STATE_CACHE_BYTES,
+                state_entry_bytes,
+            )),
         };
         storage.init_genesis(genesis)?;
         Ok(storage)
@@ -281,8 +274,11 @@ impl Storage {
         let initial = genesis.initial_state()?;
         let tree = smt::update(self, initial.iter().map(|(k, v)| (&k[..], Some(&v[..]))))?;
         self.put_tree(&mut batch, &tree.writes)?;
-        for (key, value) in initial {
-            batch.put_cf(state_cf, key, value);
+        let initial_changes: Changes = initial.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        for (key, value) in &initial_changes {
+            if let Some(value) = value {
+                batch.put_cf(state_cf, key, value);
+            }
         }
         let meta = ChainMeta {
             genesis_hash: given,
@@ -290,7 +286,7 @@ impl Storage {
         };
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
         self.write_synced(batch)?;
-        self.tree_cache.apply(&tree.writes);
+        self.applied(&initial_changes, &tree.writes);
         Ok(())
     }
 
@@ -434,8 +430,20 @@ impl Storage {
         meta.latest_height = height;
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
         self.write_synced(batch)?;
-        self.tree_cache.apply(commit.state_nodes);
+        self.applied(commit.changes, commit.state_nodes);
         Ok(())
+    }
+
+    /// Brings the caches up to state and tree writes that are now durable.
+    fn applied(&self, changes: &Changes, nodes: &NodeWrites) {
+        self.state_cache
+            .apply(changes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.tree_cache.apply(
+            nodes
+                .iter()
+                .filter(|(pos, _)| tree_caches(**pos))
+                .map(|(pos, node)| (*pos, *node)),
+        );
     }
 
     /// Makes messages this validator signed durable (WAL synced) before they are sent:
@@ -605,9 +613,21 @@ impl NodeStore for StateSnapshot<'_> {
 
 impl NodeStore for Storage {
     fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
-        if let Some(node) = self.tree_cache.get(pos) {
-            return Ok(node);
+        if !tree_caches(pos) {
+            return self.stored_node(pos);
         }
+        let ticket = match self.tree_cache.get(&pos) {
+            Ok(node) => return Ok(node),
+            Err(ticket) => ticket,
+        };
+        let node = self.stored_node(pos)?;
+        self.tree_cache.fill(ticket, pos, node);
+        Ok(node)
+    }
+}
+
+impl Storage {
+    fn stored_node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
         let cf = self
             .cf(TREE_CF)
             .map_err(|e| SmtError::Storage(e.to_string()))?;
@@ -615,20 +635,25 @@ impl NodeStore for Storage {
             .db
             .get_pinned_cf(cf, pos.to_bytes())
             .map_err(|e| SmtError::Storage(e.to_string()))?;
-        let node = bytes.map(|b| Node::from_bytes(&b)).transpose()?;
-        self.tree_cache.fill(pos, node);
-        Ok(node)
+        bytes.map(|b| Node::from_bytes(&b)).transpose()
     }
 }
 
 impl StateView for Storage {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let ticket = match self.state_cache.get(key) {
+            Ok(value) => return Ok(value),
+            Err(ticket) => ticket,
+        };
         let cf = self
             .cf(STATE_CF)
             .map_err(|e| StateError::Storage(e.to_string()))?;
-        self.db
+        let value = self
+            .db
             .get_cf(cf, key)
-            .map_err(|e| StateError::Storage(e.to_string()))
+            .map_err(|e| StateError::Storage(e.to_string()))?;
+        self.state_cache.fill(ticket, key.to_vec(), value.clone());
+        Ok(value)
     }
 }
 
@@ -661,7 +686,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cached_tree_agrees_with_the_database_after_commits() {
+    fn the_caches_agree_with_the_database_after_commits() {
         use crate::testing::{TestChain, create_account_tx};
         use bidchain_runtime::crypto::Keypair;
         use bidchain_runtime::time::Timestamp;
@@ -681,16 +706,39 @@ mod tests {
                     create_account_tx(&hub, nonce - 1, &new, Role::Bidder)
                 })
                 .collect();
+            // Reads that fill the state cache with what this block is about to change.
+            let storage = chain.chain.storage();
+            for key in every_state_key(storage) {
+                StateView::get(storage, &key).unwrap();
+            }
             let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + block * 1_000);
             chain.commit(txs, time).unwrap();
         }
+        let storage = chain.chain.storage().clone();
         let probe: Changes = [(b"probe".to_vec(), Some(b"value".to_vec()))]
             .into_iter()
             .collect();
-        let warm = chain.chain.storage().state_update(&probe).unwrap();
-        drop(chain);
+        let warm_tree = storage.state_update(&probe).unwrap();
+        let keys = every_state_key(&storage);
+        let warm_state: Vec<_> = keys
+            .iter()
+            .map(|k| StateView::get(&storage, k).unwrap())
+            .collect();
+        drop((chain, storage));
         let cold = Storage::open(dir.path(), &genesis).unwrap();
-        assert_eq!(warm, cold.state_update(&probe).unwrap());
+        assert_eq!(warm_tree, cold.state_update(&probe).unwrap());
+        let cold_state: Vec<_> = keys
+            .iter()
+            .map(|k| StateView::get(&cold, k).unwrap())
+            .collect();
+        assert_eq!(warm_state, cold_state);
+    }
+
+    fn every_state_key(storage: &Storage) -> Vec<Vec<u8>> {
+        storage
+            .snapshot()
+            .keys_with_prefix(b"", usize::MAX)
+            .unwrap()
     }
 
     #[test]
