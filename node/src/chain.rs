@@ -101,40 +101,24 @@ impl Chain {
         &self.genesis.chain_id
     }
 
-    /// The latest decided block, which this node builds on; its write may still be in
-    /// flight ([`Storage::commit_block_behind`]).
     pub fn tip(&self) -> Result<Tip, ChainError> {
-        let header = self.storage.tip_header()?;
-        Ok(self.tip_of(header.as_ref()))
-    }
-
-    /// The latest block that is durable here, which peers and clients can read; one
-    /// behind [`Chain::tip`] while a commit is being written.
-    pub fn durable_tip(&self) -> Result<Tip, ChainError> {
-        let header = match self.storage.latest_height()? {
-            Height::GENESIS => None,
-            height => Some(
-                self.storage
-                    .get::<crate::storage::Headers>(&height)?
-                    .ok_or(StorageError::MissingTable("headers"))?,
-            ),
-        };
-        Ok(self.tip_of(header.as_ref()))
-    }
-
-    fn tip_of(&self, header: Option<&Header>) -> Tip {
-        match header {
-            None => Tip {
-                height: Height::GENESIS,
+        let height = self.storage.latest_height()?;
+        if height == Height::GENESIS {
+            return Ok(Tip {
+                height,
                 block_id: self.genesis.block_id(),
                 time: self.genesis.genesis_time,
-            },
-            Some(header) => Tip {
-                height: header.height,
-                block_id: header.id(),
-                time: header.time,
-            },
+            });
         }
+        let header = self
+            .storage
+            .get::<crate::storage::Headers>(&height)?
+            .ok_or(StorageError::MissingTable("headers"))?;
+        Ok(Tip {
+            height,
+            block_id: header.id(),
+            time: header.time,
+        })
     }
 
     /// The validator set that signs the next block.
@@ -158,7 +142,7 @@ impl Chain {
             Height::GENESIS => None,
             height => Some(
                 self.storage
-                    .certificate(height)?
+                    .get::<crate::storage::Commits>(&height)?
                     .ok_or(StorageError::MissingTable("commits"))?,
             ),
         };
@@ -363,8 +347,7 @@ impl Chain {
         Ok(())
     }
 
-    /// Commits a proposal once `certificate` proves a quorum precommitted it. Returns
-    /// once the write has started; [`Storage::wait_durable`] waits for it.
+    /// Commits a proposal once `certificate` proves a quorum precommitted it.
     pub fn commit(
         &self,
         proposal: &Proposal,
@@ -382,7 +365,7 @@ impl Chain {
             )?,
             false => None,
         };
-        self.storage.commit_block_behind(&BlockCommit {
+        self.storage.commit_block(&BlockCommit {
             block: &proposal.block,
             certificate,
             receipts: &proposal.executed.receipts,

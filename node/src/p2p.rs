@@ -528,11 +528,9 @@ impl NetworkTask {
         }
     }
 
-    /// The height consensus is past here (a block still being written counts: proposals
-    /// for the height after it are wanted).
     fn local_height(&self) -> Option<Height> {
-        match self.shared.chain.tip() {
-            Ok(tip) => Some(tip.height),
+        match self.shared.chain.storage().latest_height() {
+            Ok(height) => Some(height),
             Err(err) => {
                 tracing::warn!(%err, "cannot read the committed height");
                 None

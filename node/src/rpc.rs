@@ -98,8 +98,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn status(State(shared): State<Arc<Shared>>) -> Reply {
     let chain = &shared.chain;
-    // What a client can then read (blocks, receipts), not a block still being written.
-    let tip = chain.durable_tip().map_err(ApiError::internal)?;
+    let tip = chain.tip().map_err(ApiError::internal)?;
     json(StatusResponse {
         chain_id: chain.chain_id().to_string(),
         node_name: shared.node_name.clone(),
@@ -233,8 +232,7 @@ async fn get_contract_state(
 ) -> Reply {
     let key = contract_state_key(&name, &key)?;
     let storage = shared.chain.storage();
-    // State reads see a decided block still being written: so does this height.
-    let height = shared.chain.tip().map_err(ApiError::internal)?.height;
+    let height = storage.latest_height().map_err(ApiError::internal)?;
     let value = StateView::get(storage, &key).map_err(ApiError::internal)?;
     json(ContractStateResponse {
         contract: name,

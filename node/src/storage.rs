@@ -3,8 +3,7 @@
 //! crash leaves either all of a block or none of it.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 
 use crate::read_cache::ReadCache;
 use bidchain_consensus::Message;
@@ -45,20 +44,6 @@ pub enum StorageError {
     NoStateTree,
     #[error("block {got} does not follow the stored tip {tip}")]
     NotNext { tip: Height, got: Height },
-    #[error("commit writer: {0}")]
-    Writer(String),
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A typed table: the column family name and its key and value types.
@@ -202,24 +187,6 @@ pub struct Storage {
     tree_cache: Arc<ReadCache<NodePos, Option<Node>>>,
     /// Committed state entries, present or known absent.
     state_cache: Arc<ReadCache<Vec<u8>, Option<Vec<u8>>>>,
-    write_behind: Arc<WriteBehind>,
-}
-
-/// The block whose batch is being written ([`Storage::commit_block_behind`]) and the
-/// write itself. At most one block is in flight: the next commit waits for it.
-#[derive(Debug, Default)]
-struct WriteBehind {
-    pending: RwLock<Option<Arc<PendingBlock>>>,
-    writing: Mutex<Option<JoinHandle<Result<(), StorageError>>>>,
-}
-
-/// What reads must see of a block that is decided but not yet durable.
-#[derive(Debug)]
-struct PendingBlock {
-    header: Header,
-    certificate: CommitCertificate,
-    changes: Changes,
-    nodes: NodeWrites,
 }
 
 /// State-tree nodes down to this depth are cached: at most 2^15 - 1 positions (about
@@ -266,7 +233,6 @@ impl Storage {
                 MAX_STATE_CACHE_BYTES,
                 state_entry_bytes,
             )),
-            write_behind: Arc::default(),
         };
         storage.init_genesis(genesis)?;
         Ok(storage)
@@ -418,101 +384,6 @@ impl Storage {
 
     /// Writes a whole block atomically and durably (WAL synced before returning).
     pub fn commit_block(&self, commit: &BlockCommit<'_>) -> Result<(), StorageError> {
-        self.commit_block_behind(commit)?;
-        self.wait_durable()
-    }
-
-    /// Writes a whole block atomically and durably on a thread of its own, so the caller
-    /// can execute the next block meanwhile (a third of an observer's consensus thread was
-    /// this write). Until the write is done, state and tree reads through this handle and
-    /// [`Storage::tip_header`] already see the block; what is served to peers and clients
-    /// (blocks, receipts, [`Storage::latest_height`], snapshots) does not yet. Waits for
-    /// the previous block's write first, and returns its error if it failed.
-    pub fn commit_block_behind(&self, commit: &BlockCommit<'_>) -> Result<(), StorageError> {
-        self.wait_durable()?;
-        let batch = self.commit_batch(commit)?;
-        let pending = Arc::new(PendingBlock {
-            header: commit.block.header.clone(),
-            certificate: commit.certificate.clone(),
-            changes: commit.changes.clone(),
-            nodes: commit.state_nodes.clone(),
-        });
-        *write_lock(&self.write_behind.pending) = Some(Arc::clone(&pending));
-        let storage = self.clone();
-        let writer = std::thread::Builder::new()
-            .name("commit-writer".to_owned())
-            .spawn(move || storage.finish_write(batch, &pending));
-        let writer = match writer {
-            Ok(writer) => writer,
-            Err(err) => {
-                *write_lock(&self.write_behind.pending) = None;
-                return Err(StorageError::Writer(err.to_string()));
-            }
-        };
-        *lock(&self.write_behind.writing) = Some(writer);
-        Ok(())
-    }
-
-    fn finish_write(
-        &self,
-        batch: WriteBatch,
-        pending: &Arc<PendingBlock>,
-    ) -> Result<(), StorageError> {
-        self.write_synced(batch)?;
-        // The caches first: once `pending` is gone, reads go to them and the database.
-        self.applied(&pending.changes, &pending.nodes);
-        let mut slot = write_lock(&self.write_behind.pending);
-        if slot.as_ref().is_some_and(|p| Arc::ptr_eq(p, pending)) {
-            *slot = None;
-        }
-        Ok(())
-    }
-
-    /// Waits until the block being written, if any, is durable. A failed write is fatal:
-    /// its error is returned here (and reads keep seeing the block).
-    pub fn wait_durable(&self) -> Result<(), StorageError> {
-        let writer = lock(&self.write_behind.writing).take();
-        match writer {
-            None => Ok(()),
-            Some(writer) => writer
-                .join()
-                .map_err(|_| StorageError::Writer("the commit writer panicked".to_owned()))?,
-        }
-    }
-
-    /// The header of the latest decided block, durable or being written; `None` at
-    /// genesis.
-    pub fn tip_header(&self) -> Result<Option<Header>, StorageError> {
-        if let Some(pending) = read_lock(&self.write_behind.pending).as_ref() {
-            return Ok(Some(pending.header.clone()));
-        }
-        match self.latest_height()? {
-            Height::GENESIS => Ok(None),
-            height => Ok(Some(
-                self.get::<Headers>(&height)?
-                    .ok_or(StorageError::MissingTable(Headers::NAME))?,
-            )),
-        }
-    }
-
-    /// The commit certificate of the block at `height`, durable or being written.
-    pub fn certificate(&self, height: Height) -> Result<Option<CommitCertificate>, StorageError> {
-        let pending = self.pending(|p| (p.header.height == height).then(|| p.certificate.clone()));
-        match pending {
-            Some(certificate) => Ok(Some(certificate)),
-            None => self.get::<Commits>(&height),
-        }
-    }
-
-    /// What the block being written sets, if it touches this.
-    fn pending<T>(&self, find: impl FnOnce(&PendingBlock) -> Option<T>) -> Option<T> {
-        read_lock(&self.write_behind.pending)
-            .as_deref()
-            .and_then(find)
-    }
-
-    /// The batch that commits a block on top of the durable tip.
-    fn commit_batch(&self, commit: &BlockCommit<'_>) -> Result<WriteBatch, StorageError> {
         let height = commit.block.header.height;
         let Some(mut meta) = self.meta()? else {
             return Err(StorageError::MissingTable(Meta::NAME));
@@ -558,7 +429,9 @@ impl Storage {
         batch.delete_range_cf(blocks_cf, Vec::new(), end);
         meta.latest_height = height;
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
-        Ok(batch)
+        self.write_synced(batch)?;
+        self.applied(commit.changes, commit.state_nodes);
+        Ok(())
     }
 
     /// Brings the caches up to state and tree writes that are now durable.
@@ -740,9 +613,6 @@ impl NodeStore for StateSnapshot<'_> {
 
 impl NodeStore for Storage {
     fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
-        if let Some(node) = self.pending(|p| p.nodes.get(&pos).copied()) {
-            return Ok(node);
-        }
         if !tree_caches(pos) {
             return self.stored_node(pos);
         }
@@ -771,9 +641,6 @@ impl Storage {
 
 impl StateView for Storage {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
-        if let Some(value) = self.pending(|p| p.changes.get(key).cloned()) {
-            return Ok(value);
-        }
         let ticket = match self.state_cache.get(key) {
             Ok(value) => return Ok(value),
             Err(ticket) => ticket,
@@ -865,47 +732,6 @@ mod tests {
             .map(|k| StateView::get(&cold, k).unwrap())
             .collect();
         assert_eq!(warm_state, cold_state);
-    }
-
-    /// Blocks committed back to back without waiting: each one's state and tip are read
-    /// at once, the next commit waits for the write before it, and all are durable after.
-    #[test]
-    fn blocks_written_behind_are_read_at_once_and_durable_after() {
-        use crate::testing::{TestChain, certify, create_account_tx};
-        use bidchain_runtime::crypto::Keypair;
-        use bidchain_runtime::ids::AccountId;
-        use bidchain_runtime::state::Overlay;
-        use bidchain_runtime::time::Timestamp;
-        use bidchain_runtime::tx::Role;
-
-        let dir = tempfile::tempdir().unwrap();
-        let genesis = crate::testing::genesis_for(&[1], &[]);
-        let hub = Keypair::from_seed_for_tests(1);
-        let test = TestChain::open(dir.path(), genesis.clone(), hub.clone()).unwrap();
-        let chain = &test.chain;
-        for block in 1..=5u64 {
-            let new = Keypair::from_seed_for_tests(100 + block);
-            let tx = create_account_tx(&hub, block - 1, &new, Role::Bidder);
-            let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + block * 1_000);
-            let proposal = chain.build_proposal(vec![tx], time, hub.public()).unwrap();
-            let set = chain.validator_set().unwrap();
-            let certificate = certify(&proposal.block.header, &set, std::slice::from_ref(&hub));
-            chain.commit(&proposal, &certificate).unwrap();
-            // Read before any wait: the block is the tip and its account exists.
-            assert_eq!(chain.tip().unwrap().block_id, proposal.block.id());
-            let state = Overlay::new(chain.storage());
-            assert!(
-                state
-                    .account(AccountId::of(&new.public()))
-                    .unwrap()
-                    .is_some()
-            );
-        }
-        chain.storage().wait_durable().unwrap();
-        assert_eq!(chain.durable_tip().unwrap(), chain.tip().unwrap());
-        drop(test);
-        let cold = Storage::open(dir.path(), &genesis).unwrap();
-        assert_eq!(cold.latest_height().unwrap(), Height(5));
     }
 
     fn every_state_key(storage: &Storage) -> Vec<Vec<u8>> {

@@ -159,7 +159,6 @@ impl TestChain {
         let set = self.chain.validator_set()?;
         let certificate = certify(&proposal.block.header, &set, &self.validators);
         self.chain.commit(&proposal, &certificate)?;
-        self.chain.storage().wait_durable()?;
         Ok(proposal.executed.receipts)
     }
 }
