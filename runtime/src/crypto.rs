@@ -1,7 +1,9 @@
 //! ed25519 keys and signatures as plain byte newtypes, so they encode canonically and cross
 //! module lines without exposing the dalek types.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{LazyLock, PoisonError, RwLock};
 
 use bincode::{Decode, Encode};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
@@ -34,9 +36,36 @@ pub enum CryptoError {
     },
 }
 
+/// How many decompressed keys [`PublicKey::dalek`] keeps. At the bound it starts over
+/// empty: the signers of the moment come back at once.
+const MAX_CACHED_KEYS: usize = 16_384;
+
+/// Decompressed keys of recent signers. Decompressing a key is a square root in the field,
+/// and the same bidders sign again and again, each transaction checked once per node. A
+/// cached key is exactly what decompression returns, so no answer depends on the cache.
+static VERIFYING_KEYS: LazyLock<RwLock<HashMap<[u8; 32], VerifyingKey>>> =
+    LazyLock::new(RwLock::default);
+
 impl PublicKey {
     fn dalek(&self) -> Result<VerifyingKey, CryptoError> {
-        VerifyingKey::from_bytes(&self.0).map_err(|_| CryptoError::BadPublicKey(self.to_string()))
+        let cached = VERIFYING_KEYS
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&self.0)
+            .copied();
+        if let Some(key) = cached {
+            return Ok(key);
+        }
+        let key = VerifyingKey::from_bytes(&self.0)
+            .map_err(|_| CryptoError::BadPublicKey(self.to_string()))?;
+        let mut keys = VERIFYING_KEYS
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if keys.len() >= MAX_CACHED_KEYS {
+            keys.clear();
+        }
+        keys.insert(self.0, key);
+        Ok(key)
     }
 
     /// Strict verification (rejects small-order keys and non-canonical signatures), so a
@@ -167,6 +196,23 @@ mod tests {
             verify_batch(&publics, &refs, &sigs),
             Err(CryptoError::BadSignature)
         );
+    }
+
+    #[test]
+    fn cached_keys_give_the_verdicts_of_fresh_ones() {
+        let keys: Vec<_> = (40..43).map(Keypair::from_seed_for_tests).collect();
+        let sigs: Vec<_> = keys.iter().map(|k| k.sign(b"bid")).collect();
+        // The first round decompresses each key, the second finds it cached.
+        for _ in 0..2 {
+            for (i, key) in keys.iter().enumerate() {
+                assert_eq!(key.public().verify(b"bid", &sigs[i]), Ok(()));
+                let other = &sigs[(i + 1) % sigs.len()];
+                assert_eq!(
+                    key.public().verify(b"bid", other),
+                    Err(CryptoError::BadSignature)
+                );
+            }
+        }
     }
 
     #[test]
