@@ -3,9 +3,10 @@
 //! lookup searches the memtable's skip list, which was a sixth of a node's consensus
 //! thread under load.
 //!
-//! The cache never changes an answer: it holds what the database holds. Writers call
-//! [`ReadCache::apply`] after their batch is durable. A reader that missed fills the
-//! cache only if no write was applied since it looked ([`Ticket`]), so a value read just
+//! The cache never answers with a value older than the database holds: a writer calls
+//! [`ReadCache::forget`] on the keys of its batch before writing it and
+//! [`ReadCache::apply`] once it is durable. A reader that missed fills the cache only if
+//! no write began or was applied since it looked ([`Ticket`]), so a value read just
 //! before a commit cannot be cached after it. Only point lookups: no iteration order can
 //! leak into state.
 
@@ -75,6 +76,24 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
         }
     }
 
+    /// Before a batch that writes `keys` goes to the database: until [`ReadCache::apply`],
+    /// readers of those keys go to the database too, so none is answered from the cache
+    /// with a value older than the database already holds. Fills in between may catch the
+    /// old value; `apply` overwrites them.
+    pub fn forget<'k, Q>(&self, keys: impl IntoIterator<Item = &'k Q>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized + 'k,
+    {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        inner.generation += 1;
+        for key in keys {
+            if let Some((key, old)) = inner.entries.remove_entry(key) {
+                inner.bytes -= (self.weigh)(&key, &old);
+            }
+        }
+    }
+
     /// Writes that are now durable in the database.
     pub fn apply(&self, writes: impl IntoIterator<Item = (K, V)>) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
@@ -85,17 +104,21 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
     }
 
     fn insert(&self, inner: &mut Inner<K, V>, key: K, value: V) {
+        if let Some((key, old)) = inner.entries.remove_entry(&key) {
+            inner.bytes -= (self.weigh)(&key, &old);
+        }
         let weight = (self.weigh)(&key, &value);
-        if let Some(old) = inner.entries.get(&key) {
-            inner.bytes -= (self.weigh)(&key, old);
-        } else if inner.entries.len() >= self.max_entries
+        if inner.entries.len() >= self.max_entries
             || inner.bytes.saturating_add(weight) > self.max_bytes
         {
             inner.entries.clear();
             inner.bytes = 0;
         }
-        inner.bytes += weight;
-        inner.entries.insert(key, value);
+        // An entry over the whole budget is not kept at all.
+        if weight <= self.max_bytes {
+            inner.bytes += weight;
+            inner.entries.insert(key, value);
+        }
     }
 
     #[cfg(test)]
@@ -152,5 +175,34 @@ mod tests {
         assert_eq!(by_bytes.len(), 2);
         by_bytes.apply([(2, None)]);
         assert_eq!(by_bytes.len(), 1);
+    }
+
+    #[test]
+    fn a_value_that_grows_counts_at_its_new_size() {
+        // Weighs the value itself: Some(n) costs n bytes.
+        let cache: ReadCache<u32, Option<u32>> =
+            ReadCache::new(100, 30, |_, v| v.map_or(0, |n| n as usize));
+        cache.apply([(0, Some(10)), (1, Some(10))]);
+        assert_eq!(cache.len(), 2);
+        // 10 + 10 fits; 10 + 25 does not, so the cache starts over with the new value.
+        cache.apply([(1, Some(25))]);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.get(&1), Ok(Some(25)));
+        // An entry over the whole budget is not cached.
+        cache.apply([(2, Some(31))]);
+        assert!(cache.get(&2).is_err());
+    }
+
+    #[test]
+    fn a_forgotten_key_goes_to_the_database_until_applied() {
+        let cache = cache(8, 1_000);
+        cache.apply([(1, Some(1)), (2, Some(2))]);
+        cache.forget([&1]);
+        let ticket = cache.get(&1).unwrap_err();
+        assert_eq!(cache.get(&2), Ok(Some(2)));
+        // A fill during the write may catch the old value; apply overwrites it.
+        cache.fill(ticket, 1, Some(1));
+        cache.apply([(1, Some(3))]);
+        assert_eq!(cache.get(&1), Ok(Some(3)));
     }
 }

@@ -429,6 +429,8 @@ impl Storage {
         batch.delete_range_cf(blocks_cf, Vec::new(), end);
         meta.latest_height = height;
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
+        // Other threads (the API, admission) read state while the batch is written.
+        self.state_cache.forget(commit.changes.keys());
         self.write_synced(batch)?;
         self.applied(commit.changes, commit.state_nodes);
         Ok(())

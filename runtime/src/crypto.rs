@@ -36,45 +36,65 @@ pub enum CryptoError {
     },
 }
 
-/// How many decompressed keys [`PublicKey::dalek`] keeps. At the bound it starts over
-/// empty: the signers of the moment come back at once.
+/// How many decompressed keys of signers the signature checks keep. At the bound the
+/// cache starts over empty: the signers of the moment come back at once.
 const MAX_CACHED_KEYS: usize = 16_384;
 
 /// Decompressed keys of recent signers. Decompressing a key is a square root in the field,
 /// and the same bidders sign again and again, each transaction checked once per node. A
 /// cached key is exactly what decompression returns, so no answer depends on the cache.
+/// Only keys whose signature held are kept, so made-up keys cannot crowd out real ones.
 static VERIFYING_KEYS: LazyLock<RwLock<HashMap<[u8; 32], VerifyingKey>>> =
     LazyLock::new(RwLock::default);
 
+/// A signer's key, decompressed or found in the cache.
+struct SignerKey {
+    key: VerifyingKey,
+    cached: bool,
+}
+
 impl PublicKey {
-    fn dalek(&self) -> Result<VerifyingKey, CryptoError> {
+    fn dalek(&self) -> Result<SignerKey, CryptoError> {
         let cached = VERIFYING_KEYS
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&self.0)
             .copied();
         if let Some(key) = cached {
-            return Ok(key);
+            return Ok(SignerKey { key, cached: true });
         }
         let key = VerifyingKey::from_bytes(&self.0)
             .map_err(|_| CryptoError::BadPublicKey(self.to_string()))?;
-        let mut keys = VERIFYING_KEYS
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if keys.len() >= MAX_CACHED_KEYS {
-            keys.clear();
-        }
-        keys.insert(self.0, key);
-        Ok(key)
+        Ok(SignerKey { key, cached: false })
     }
 
     /// Strict verification (rejects small-order keys and non-canonical signatures), so a
     /// signature valid for one node is valid for every node.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), CryptoError> {
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.dalek()?
+        let signer = self.dalek()?;
+        signer
+            .key
             .verify_strict(message, &sig)
-            .map_err(|_| CryptoError::BadSignature)
+            .map_err(|_| CryptoError::BadSignature)?;
+        remember(std::slice::from_ref(&signer));
+        Ok(())
+    }
+}
+
+/// Keeps the keys of signatures that held.
+fn remember(signers: &[SignerKey]) {
+    if signers.iter().all(|s| s.cached) {
+        return;
+    }
+    let mut keys = VERIFYING_KEYS
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
+    for signer in signers.iter().filter(|s| !s.cached) {
+        if keys.len() >= MAX_CACHED_KEYS {
+            keys.clear();
+        }
+        keys.insert(signer.key.to_bytes(), signer.key);
     }
 }
 
@@ -92,15 +112,18 @@ pub fn verify_batch(
             msgs: messages.len(),
         });
     }
-    let keys = keys
+    let signers = keys
         .iter()
         .map(PublicKey::dalek)
         .collect::<Result<Vec<_>, _>>()?;
+    let keys: Vec<VerifyingKey> = signers.iter().map(|s| s.key).collect();
     let sigs: Vec<_> = signatures
         .iter()
         .map(|s| ed25519_dalek::Signature::from_bytes(&s.0))
         .collect();
-    ed25519_dalek::verify_batch(messages, &sigs, &keys).map_err(|_| CryptoError::BadSignature)
+    ed25519_dalek::verify_batch(messages, &sigs, &keys).map_err(|_| CryptoError::BadSignature)?;
+    remember(&signers);
+    Ok(())
 }
 
 impl fmt::Display for PublicKey {
@@ -213,6 +236,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn only_keys_whose_signature_held_are_kept() {
+        let key = Keypair::from_seed_for_tests(90);
+        let sig = key.sign(b"bid");
+        let kept = || VERIFYING_KEYS.read().unwrap().contains_key(&key.public().0);
+        assert_eq!(
+            key.public().verify(b"other", &sig),
+            Err(CryptoError::BadSignature)
+        );
+        assert!(!kept());
+        assert_eq!(key.public().verify(b"bid", &sig), Ok(()));
+        assert!(kept());
     }
 
     #[test]
