@@ -122,7 +122,7 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
     }
 
     #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         inner.entries.len()
     }

@@ -210,7 +210,8 @@ async fn get_block(State(shared): State<Arc<Shared>>, Path(height): Path<String>
 
 async fn get_account(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Reply {
     let id: AccountId = parse(&id, "account id")?;
-    let overlay = Overlay::new(shared.chain.storage());
+    let state = shared.chain.storage().without_filling();
+    let overlay = Overlay::new(&state);
     let account = overlay.account(id).map_err(ApiError::internal)?;
     let account = account.ok_or_else(|| ApiError::not_found(format!("no account {id}")))?;
     let next_nonce = shared.mempool().next_nonce(&id).unwrap_or(account.nonce);
@@ -233,7 +234,10 @@ async fn get_contract_state(
     let key = contract_state_key(&name, &key)?;
     let storage = shared.chain.storage();
     let height = storage.latest_height().map_err(ApiError::internal)?;
-    let value = StateView::get(storage, &key).map_err(ApiError::internal)?;
+    let value = storage
+        .without_filling()
+        .get(&key)
+        .map_err(ApiError::internal)?;
     json(ContractStateResponse {
         contract: name,
         height,

@@ -78,9 +78,11 @@ impl Shared {
         source: TxSource,
     ) -> Result<TxHash, AdmitError> {
         let gossip = (source == TxSource::Client).then(|| tx.clone());
-        let hash = self
-            .mempool()
-            .admit_verified(self.chain.storage(), tx, encoded_len)?;
+        let hash = self.mempool().admit_verified(
+            &self.chain.storage().without_filling(),
+            tx,
+            encoded_len,
+        )?;
         self.metrics.txs_admitted.fetch_add(1, Ordering::Relaxed);
         if let Some(tx) = gossip {
             let mut queue = self

@@ -641,19 +641,44 @@ impl Storage {
     }
 }
 
+/// State reads for what clients and peers ask ([`Storage::without_filling`]): answered
+/// from the state cache when it holds the entry, but a miss does not fill it, so keys of
+/// an outsider's choosing (an unknown sender, a random API key) cannot push out what
+/// execution reads.
+#[derive(Clone, Copy, Debug)]
+pub struct NoFill<'a>(&'a Storage);
+
+impl Storage {
+    pub fn without_filling(&self) -> NoFill<'_> {
+        NoFill(self)
+    }
+
+    fn stored_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let cf = self
+            .cf(STATE_CF)
+            .map_err(|e| StateError::Storage(e.to_string()))?;
+        self.db
+            .get_cf(cf, key)
+            .map_err(|e| StateError::Storage(e.to_string()))
+    }
+}
+
+impl StateView for NoFill<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        match self.0.state_cache.get(key) {
+            Ok(value) => Ok(value),
+            Err(_) => self.0.stored_state(key),
+        }
+    }
+}
+
 impl StateView for Storage {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         let ticket = match self.state_cache.get(key) {
             Ok(value) => return Ok(value),
             Err(ticket) => ticket,
         };
-        let cf = self
-            .cf(STATE_CF)
-            .map_err(|e| StateError::Storage(e.to_string()))?;
-        let value = self
-            .db
-            .get_cf(cf, key)
-            .map_err(|e| StateError::Storage(e.to_string()))?;
+        let value = self.stored_state(key)?;
         self.state_cache.fill(ticket, key.to_vec(), value.clone());
         Ok(value)
     }
@@ -734,6 +759,20 @@ mod tests {
             .map(|k| StateView::get(&cold, k).unwrap())
             .collect();
         assert_eq!(warm_state, cold_state);
+    }
+
+    #[test]
+    fn outsiders_reads_do_not_fill_the_state_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), &crate::testing::genesis_for(&[1], &[])).unwrap();
+        let cached = || storage.state_cache.len();
+        let before = cached();
+        assert_eq!(storage.without_filling().get(b"no such key").unwrap(), None);
+        assert_eq!(cached(), before);
+        assert_eq!(StateView::get(&storage, b"no such key").unwrap(), None);
+        assert_eq!(cached(), before + 1);
+        // A cached entry is still served.
+        assert_eq!(storage.without_filling().get(b"no such key").unwrap(), None);
     }
 
     fn every_state_key(storage: &Storage) -> Vec<Vec<u8>> {
