@@ -429,7 +429,9 @@ impl Storage {
         batch.delete_range_cf(blocks_cf, Vec::new(), end);
         meta.latest_height = height;
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
-        // Other threads (the API, admission) read state while the batch is written.
+        // Other threads (the API, admission) read state while the batch is written. The
+        // tree is read through this handle only by the committing thread (state_update):
+        // its cache needs no forgetting.
         self.state_cache.forget(commit.changes.keys());
         self.write_synced(batch)?;
         self.applied(commit.changes, commit.state_nodes);
@@ -629,6 +631,10 @@ impl NodeStore for Storage {
 }
 
 impl Storage {
+    pub fn without_filling(&self) -> NoFill<'_> {
+        NoFill(self)
+    }
+
     fn stored_node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
         let cf = self
             .cf(TREE_CF)
@@ -638,19 +644,6 @@ impl Storage {
             .get_pinned_cf(cf, pos.to_bytes())
             .map_err(|e| SmtError::Storage(e.to_string()))?;
         bytes.map(|b| Node::from_bytes(&b)).transpose()
-    }
-}
-
-/// State reads for what clients and peers ask ([`Storage::without_filling`]): answered
-/// from the state cache when it holds the entry, but a miss does not fill it, so keys of
-/// an outsider's choosing (an unknown sender, a random API key) cannot push out what
-/// execution reads.
-#[derive(Clone, Copy, Debug)]
-pub struct NoFill<'a>(&'a Storage);
-
-impl Storage {
-    pub fn without_filling(&self) -> NoFill<'_> {
-        NoFill(self)
     }
 
     fn stored_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
@@ -662,6 +655,13 @@ impl Storage {
             .map_err(|e| StateError::Storage(e.to_string()))
     }
 }
+
+/// State reads for what clients and peers ask ([`Storage::without_filling`]): answered
+/// from the state cache when it holds the entry, but a miss does not fill it, so keys of
+/// an outsider's choosing (an unknown sender, a random API key) cannot push out what
+/// execution reads.
+#[derive(Clone, Copy, Debug)]
+pub struct NoFill<'a>(&'a Storage);
 
 impl StateView for NoFill<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
