@@ -120,7 +120,23 @@ impl Client {
     }
 
     pub async fn submit_raw(&self, body: Vec<u8>) -> Result<SubmitResponse> {
-        let url = format!("{}/txs", self.base);
+        self.post_bytes("/txs", body).await
+    }
+
+    /// Submits up to [`MAX_SUBMIT_BATCH_TXS`] transactions in one request: one answer per
+    /// transaction, in order (admitted or refused each on its own).
+    pub async fn submit_batch(&self, txs: Vec<SignedTransaction>) -> Result<SubmitBatchResponse> {
+        let batch = SubmitBatch::new(txs).map_err(|e| anyhow!("batch too long: {e}"))?;
+        self.submit_batch_raw(bidchain_runtime::codec::encode(&batch))
+            .await
+    }
+
+    pub async fn submit_batch_raw(&self, body: Vec<u8>) -> Result<SubmitBatchResponse> {
+        self.post_bytes("/txs/batch", body).await
+    }
+
+    async fn post_bytes<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>) -> Result<T> {
+        let url = format!("{}{path}", self.base);
         let response = self
             .http
             .post(&url)

@@ -1,12 +1,13 @@
 //! The HTTP API's JSON bodies, shared by the server and by clients (the CLI, tests).
 
 use bidchain_runtime::block::{BlockHash, CommitCertificate, Header};
+use bidchain_runtime::bounded::BoundedVec;
 use bidchain_runtime::crypto::PublicKey;
 use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::{AccountId, Height, Nonce};
 use bidchain_runtime::receipt::{Event, TxOutcome};
 use bidchain_runtime::time::Timestamp;
-use bidchain_runtime::tx::{Role, TxHash};
+use bidchain_runtime::tx::{Role, SignedTransaction, TxHash};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -36,6 +37,29 @@ pub struct ContractStateResponse {
 pub struct SubmitResponse {
     pub tx_hash: TxHash,
     pub status: TxStatus,
+}
+
+/// `POST /txs/batch`'s body: the canonical encoding of this list. A gateway forwarding many
+/// bidders' submissions pays one request and one batch signature check for all of them.
+pub type SubmitBatch = BoundedVec<SignedTransaction, MAX_SUBMIT_BATCH_TXS>;
+pub const MAX_SUBMIT_BATCH_TXS: usize = 1_024;
+pub const MAX_SUBMIT_BATCH_BYTES: usize = 1024 * 1024;
+
+/// `POST /txs/batch`'s answer: one item per transaction, in the batch's order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubmitBatchResponse {
+    pub results: Vec<BatchItem>,
+}
+
+/// A batch submission's answer for one transaction: admitted (`status: pending`, the
+/// receipt of admission) or refused (`refused`, with the code `POST /txs` would give).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BatchItem {
+    pub tx_hash: TxHash,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TxStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<ErrorResponse>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use bidchain_runtime::execute::{self, TxInvalid};
 use bidchain_runtime::ids::{AccountId, ChainId, Nonce};
 use bidchain_runtime::state::{Overlay, StateView};
-use bidchain_runtime::tx::{SignedTransaction, TxHash};
+use bidchain_runtime::tx::{MAX_TX_BYTES, SignedTransaction, TxHash};
 
 /// Default bound on the transactions held.
 pub const DEFAULT_MAX_TXS: usize = 50_000;
@@ -59,6 +59,8 @@ pub enum AdmitError {
         got: Nonce,
         held: usize,
     },
+    #[error("transaction of {len} bytes exceeds the bound of {MAX_TX_BYTES} bytes")]
+    TooLarge { len: usize },
     #[error(transparent)]
     Invalid(TxInvalid),
 }
@@ -69,6 +71,7 @@ impl AdmitError {
         match self {
             AdmitError::Duplicate(_) => "duplicate",
             AdmitError::Full { .. } => "mempool_full",
+            AdmitError::TooLarge { .. } => "tx_too_large",
             AdmitError::NonceTooLow { .. } => "nonce_too_low",
             AdmitError::NonceGap { .. } | AdmitError::TooManyHeld { .. } => "nonce_gap",
             AdmitError::Invalid(TxInvalid::WrongChain { .. }) => "wrong_chain",
@@ -232,6 +235,10 @@ impl Mempool {
         let hash = tx.hash();
         if self.by_hash.contains_key(&hash) {
             return Err(AdmitError::Duplicate(hash));
+        }
+        // A single submission's decode enforces this; a batch's (client or peer) does not.
+        if encoded_len > MAX_TX_BYTES {
+            return Err(AdmitError::TooLarge { len: encoded_len });
         }
         self.check_room(encoded_len)?;
         let sender = tx.tx.sender_id();
@@ -437,6 +444,10 @@ mod tests {
                 ..
             })
         ));
+        let err = pool
+            .admit_verified(&state, tx(&hub, 1), MAX_TX_BYTES + 1)
+            .unwrap_err();
+        assert_eq!(err.code(), "tx_too_large");
         pool.admit_verified(&state, tx(&hub, 1), 100).unwrap();
         pool.admit_verified(&state, tx(&hub, 2), 100).unwrap();
         assert!(matches!(

@@ -11,6 +11,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bidchain_runtime::codec;
 use bidchain_runtime::contract::MAX_KEY_BYTES;
 use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::{AccountId, Height};
@@ -78,6 +79,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/txs", post(submit_tx))
+        .route(
+            "/txs/batch",
+            // The route's own limit replaces the router's one-transaction limit below.
+            post(submit_batch).layer(DefaultBodyLimit::max(MAX_SUBMIT_BATCH_BYTES)),
+        )
         .route("/txs/{hash}", get(get_tx))
         .route("/blocks/{height}", get(get_block))
         .route("/blocks/{height}/seed/proof", get(get_seed_bundle))
@@ -143,6 +149,58 @@ async fn submit_tx(
         status: TxStatus::Pending,
     };
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+}
+
+async fn submit_batch(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let refused = |err: ApiError| {
+        shared.metrics.txs_refused.fetch_add(1, Ordering::Relaxed);
+        err
+    };
+    let body =
+        body.map_err(|e| refused(ApiError::new(e.status(), "body_too_large", e.body_text())))?;
+    let txs = codec::decode_bounded::<SubmitBatch>(&body, MAX_SUBMIT_BATCH_BYTES)
+        .map_err(|e| refused(ApiError::bad_request("malformed_batch", e)))?
+        .into_inner();
+    // Refused whole when the mempool could not take it all; the client resends later.
+    let room = shared.mempool().check_room(body.len());
+    room.map_err(|e| refused(ApiError::bad_request(e.code(), e)))?;
+    // The signature checks take milliseconds for a large batch: off the async workers,
+    // and a bounded number at once (more requests wait their turn).
+    let _slot = shared
+        .batch_slots
+        .acquire()
+        .await
+        .map_err(ApiError::internal)?;
+    let admission = shared.clone();
+    let outcomes =
+        tokio::task::spawn_blocking(move || admission.admit_batch(txs, TxSource::Client))
+            .await
+            .map_err(ApiError::internal)?;
+    let results = outcomes
+        .into_iter()
+        .map(|(tx_hash, outcome)| match outcome {
+            Ok(()) => BatchItem {
+                tx_hash,
+                status: Some(TxStatus::Pending),
+                refused: None,
+            },
+            Err(err) => {
+                shared.metrics.txs_refused.fetch_add(1, Ordering::Relaxed);
+                BatchItem {
+                    tx_hash,
+                    status: None,
+                    refused: Some(ErrorResponse {
+                        error: err.to_string(),
+                        code: err.code().to_owned(),
+                    }),
+                }
+            }
+        })
+        .collect();
+    json(SubmitBatchResponse { results })
 }
 
 fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, ApiError>

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bidchain_runtime::block::Block;
+use bidchain_runtime::execute::TxInvalid;
 use bidchain_runtime::tx::{SignedTransaction, TxHash};
 
 use crate::chain::Chain;
@@ -34,10 +35,17 @@ pub struct Shared {
     /// Proof bundles being built at once (each reads a block's receipts on a blocking
     /// thread): at most [`MAX_CONCURRENT_PROOFS`].
     pub proof_slots: tokio::sync::Semaphore,
+    /// Clients' batch submissions being admitted at once: at most
+    /// [`MAX_CONCURRENT_BATCHES`].
+    pub batch_slots: tokio::sync::Semaphore,
 }
 
 /// Most proof bundles built at once; more requests wait their turn.
 pub const MAX_CONCURRENT_PROOFS: usize = 4;
+
+/// Most client batch submissions admitted at once (each up to 1,024 signature checks on
+/// a blocking thread); more requests wait their turn.
+pub const MAX_CONCURRENT_BATCHES: usize = 2;
 
 /// Counters exported at `/metrics`.
 #[derive(Debug, Default)]
@@ -60,6 +68,7 @@ impl Shared {
             outbound_txs: Mutex::new(VecDeque::new()),
             metrics: Metrics::default(),
             proof_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_PROOFS),
+            batch_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_BATCHES),
         }
     }
 
@@ -96,18 +105,35 @@ impl Shared {
         Ok(hash)
     }
 
-    /// Admits a batch of transactions a peer relayed: one batch signature check (one by
-    /// one only if the batch fails), then each admitted or skipped on its own.
-    pub fn admit_peer_batch(&self, txs: Vec<SignedTransaction>) {
+    /// Admits a batch of transactions (a peer's relay, or a client's batch submission):
+    /// one batch signature check (one by one only if the batch fails), then each admitted
+    /// or refused on its own. One outcome per transaction, in order.
+    pub fn admit_batch(
+        &self,
+        txs: Vec<SignedTransaction>,
+        source: TxSource,
+    ) -> Vec<(TxHash, Result<(), AdmitError>)> {
         let all_good = bidchain_runtime::execute::verify_signatures(&txs, |_| false).is_ok();
-        for tx in txs {
-            if !all_good && tx.verify_signature().is_err() {
-                tracing::debug!("peer sent a transaction with a bad signature");
-                continue;
-            }
-            let len = tx.encode().len();
-            if let Err(err) = self.admit(tx, len, TxSource::Peer) {
-                tracing::trace!(%err, "peer transaction not admitted");
+        txs.into_iter()
+            .map(|tx| {
+                let hash = tx.hash();
+                let signed = all_good || tx.verify_signature().is_ok();
+                let outcome = if signed {
+                    let len = tx.encode().len();
+                    self.admit(tx, len, source).map(|_| ())
+                } else {
+                    Err(AdmitError::Invalid(TxInvalid::BadSignature))
+                };
+                (hash, outcome)
+            })
+            .collect()
+    }
+
+    /// [`Shared::admit_batch`] for a peer's relay: what is refused is only traced.
+    pub fn admit_peer_batch(&self, txs: Vec<SignedTransaction>) {
+        for (tx_hash, outcome) in self.admit_batch(txs, TxSource::Peer) {
+            if let Err(err) = outcome {
+                tracing::trace!(%tx_hash, %err, "peer transaction not admitted");
             }
         }
     }

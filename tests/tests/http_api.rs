@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use bidchain_cli::client::Refused;
 use bidchain_cli::proof_cli::trust_of;
-use bidchain_node::api::TxStatus;
+use bidchain_node::api::{MAX_SUBMIT_BATCH_BYTES, SubmitBatch, TxStatus};
 use bidchain_node::mempool::MAX_NONCE_AHEAD;
+use bidchain_runtime::codec;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{AccountId, ChainId, Height, Nonce};
 use bidchain_runtime::proof::{Bundle, Claim};
@@ -152,6 +153,55 @@ async fn http_api_end_to_end() {
             .unwrap();
         assert!(receipt.height.is_some(), "{receipt:?}");
     }
+
+    // A batch submission: one answer per transaction, each admitted or refused on its own
+    // (the forged one fails the batch signature check, the others still go in), and a
+    // body larger than one transaction's limit is taken.
+    let batch: Vec<_> = (3..403)
+        .map(|n| net.create_account(&net.hub, Nonce(n), Role::Bidder))
+        .collect();
+    let mut forged_in_batch = net.create_account(&net.hub, Nonce(403), Role::Bidder);
+    forged_in_batch.signature.0[0] ^= 1;
+    let last = net.create_account(&net.hub, Nonce(403), Role::Bidder);
+    let sent: Vec<_> = batch
+        .iter()
+        .chain([&forged_in_batch, &last, &pending])
+        .cloned()
+        .collect();
+    let encoded = codec::encode(&SubmitBatch::new(sent.clone()).unwrap());
+    assert!(encoded.len() > MAX_TX_BYTES + 1024);
+    let answer = client.submit_batch(sent.clone()).await.unwrap();
+    let hashes: Vec<_> = answer.results.iter().map(|item| item.tx_hash).collect();
+    assert_eq!(hashes, sent.iter().map(|tx| tx.hash()).collect::<Vec<_>>());
+    let codes: Vec<_> = answer
+        .results
+        .iter()
+        .map(|item| match (&item.status, &item.refused) {
+            (Some(TxStatus::Pending), None) => "pending",
+            (None, Some(refused)) => refused.code.as_str(),
+            other => panic!("an item is admitted or refused: {other:?}"),
+        })
+        .collect();
+    assert!(
+        codes[..400].iter().all(|code| *code == "pending"),
+        "{codes:?}"
+    );
+    assert_eq!(codes[400..], ["bad_signature", "pending", "nonce_too_low"]);
+    client
+        .wait_included(&last.hash(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let malformed = refusal(client.submit_batch_raw(vec![1, 2, 3]).await);
+    assert_eq!(malformed.code, "malformed_batch");
+    let oversized = refusal(
+        client
+            .submit_batch_raw(vec![0; MAX_SUBMIT_BATCH_BYTES + 1])
+            .await,
+    );
+    assert_eq!(
+        (oversized.status, oversized.code.as_str()),
+        (413, "body_too_large")
+    );
 
     // Read errors.
     let unknown_hash = Keypair::generate().public().to_string().parse().unwrap();
