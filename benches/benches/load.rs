@@ -5,7 +5,7 @@
 //! Reports, over a measurement window after a warm-up: committed tx/s, submit→commit
 //! latency p50/p90/p99 (every 20th transaction; commit time = when node 0 first reports
 //! the height that holds it, polled every 10 ms), CPU (% of one core) and peak memory per
-//! node, and bytes on disk per committed transaction; then how fast an observer started
+//! node, the load generator's own CPU (it shares the cores), and bytes on disk per committed transaction; then how fast an observer started
 //! afterwards syncs the chain from genesis (committed tx/s while catching up), and what
 //! a validator keeps per transaction once its database is compacted.
 //!
@@ -13,7 +13,9 @@
 //!
 //! Settings (environment): `LOAD_VALIDATORS` (4), `LOAD_RATE` offered tx/s (2000; 0 = as
 //! fast as the nodes admit), `LOAD_SECONDS` measured (60), `LOAD_WARMUP_SECONDS` (10),
-//! `LOAD_MIX` `bids` | `accounts` | `mixed` (bids), `LOAD_BIDDERS` (the rate, at least 400). Needs the release
+//! `LOAD_MIX` `bids` | `accounts` | `mixed` (bids), `LOAD_BIDDERS` (the rate, at least 400),
+//! `LOAD_BATCH_MS` (0: one `POST /txs` per transaction; else every that many ms each node
+//! gets the transactions due since in one `POST /txs/batch`). Needs the release
 //! `bidchain` binary (or `BIDCHAIN_BIN`). Writes `$CARGO_TARGET_DIR/bench-results/load.json`
 //! (or `$BENCH_OUT`) and prints a one-line summary.
 
@@ -36,6 +38,7 @@ use bidchain_cli::localnet::{Localnet, LocalnetSpec};
 use bidchain_cli::process::{NodeProcess, locate_bidchain};
 use bidchain_cli::trading::{self, contract_names as names};
 use bidchain_genesis::ConsensusParams;
+use bidchain_node::api::MAX_SUBMIT_BATCH_TXS;
 use bidchain_node::storage::Storage;
 use bidchain_node::testing::create_account_tx_on;
 use bidchain_runtime::crypto::Keypair;
@@ -75,6 +78,8 @@ struct Settings {
     warmup_seconds: u64,
     mix: Mix,
     bidders: usize,
+    /// 0: one request per transaction; else a batch per node every this many ms.
+    batch_ms: u64,
 }
 
 impl Settings {
@@ -100,6 +105,7 @@ impl Settings {
             // submissions from one sender can overtake one another; a node holds one up
             // to `MAX_NONCE_AHEAD` past the next nonce until the gap fills.)
             bidders: env("LOAD_BIDDERS", rate_or_default.max(400) as usize),
+            batch_ms: env("LOAD_BATCH_MS", 0),
         }
     }
 
@@ -204,11 +210,31 @@ async fn watch_heights(client: Client, seen: Seen, stop: Arc<std::sync::atomic::
     }
 }
 
+#[derive(Default)]
 struct Sent {
     /// (hash, node, submit time) of the sampled transactions.
     samples: Vec<(TxHash, usize, Instant)>,
     refused: BTreeMap<String, u64>,
     sent: u64,
+}
+
+impl Sent {
+    fn add(&mut self, other: Sent) {
+        self.samples.extend(other.samples);
+        for (code, n) in other.refused {
+            *self.refused.entry(code).or_default() += n;
+        }
+        self.sent += other.sent;
+    }
+}
+
+type Refusals = Arc<Mutex<BTreeMap<String, u64>>>;
+
+fn count_refusal(refused: &Refusals, err: &anyhow::Error) {
+    let code = err
+        .downcast_ref::<Refused>()
+        .map_or_else(|| "transport".to_owned(), |r| r.code.clone());
+    *refused.lock().unwrap().entry(code).or_default() += 1;
 }
 
 /// Sends each node's transactions at `rate / validators` per second (open loop: a
@@ -219,57 +245,160 @@ async fn send_load(
     load: Vec<Vec<SignedTransaction>>,
 ) -> Sent {
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (node, txs) in load.into_iter().enumerate() {
-        let client = nodes[node].client.clone();
-        let per_node_rate = settings.rate as f64 / settings.validators as f64;
-        tasks.push(tokio::spawn(async move {
-            let gate = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_NODE));
-            let refused = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
-            let mut samples = Vec::new();
-            let mut inflight = Vec::new();
-            for (i, tx) in txs.into_iter().enumerate() {
-                if per_node_rate > 0.0 {
-                    let due = start + Duration::from_secs_f64(i as f64 / per_node_rate);
-                    tokio::time::sleep_until(due.into()).await;
+    let per_node_rate = settings.rate as f64 / settings.validators as f64;
+    let batch_ms = settings.batch_ms;
+    let tasks: Vec<_> = load
+        .into_iter()
+        .enumerate()
+        .map(|(node, txs)| {
+            let client = nodes[node].client.clone();
+            tokio::spawn(async move {
+                let pace = Pace {
+                    start,
+                    per_node_rate,
+                };
+                if batch_ms == 0 {
+                    send_one_by_one(&client, node, txs, pace).await
+                } else {
+                    send_in_batches(&client, node, txs, pace, batch_ms).await
                 }
-                let permit = gate.clone().acquire_owned().await.unwrap();
-                if i % SAMPLE_EVERY == 0 {
-                    samples.push((tx.hash(), node, Instant::now()));
-                }
-                let (client, refused) = (client.clone(), refused.clone());
-                inflight.push(tokio::spawn(async move {
-                    if let Err(err) = client.submit(&tx).await {
-                        let code = err
-                            .downcast_ref::<Refused>()
-                            .map_or_else(|| "transport".to_owned(), |r| r.code.clone());
-                        *refused.lock().unwrap().entry(code).or_default() += 1;
-                    }
-                    drop(permit);
-                }));
-            }
-            let sent = inflight.len() as u64;
-            for task in inflight {
-                task.await.unwrap();
-            }
-            let refused = refused.lock().unwrap().clone();
-            (samples, refused, sent)
-        }));
-    }
-    let mut out = Sent {
-        samples: Vec::new(),
-        refused: BTreeMap::new(),
-        sent: 0,
-    };
+            })
+        })
+        .collect();
+    let mut out = Sent::default();
     for task in tasks {
-        let (samples, refused, sent) = task.await.unwrap();
-        out.samples.extend(samples);
-        for (code, n) in refused {
-            *out.refused.entry(code).or_default() += n;
-        }
-        out.sent += sent;
+        out.add(task.await.unwrap());
     }
     out
+}
+
+/// When each of a node's transactions is due.
+#[derive(Clone, Copy)]
+struct Pace {
+    start: Instant,
+    /// 0: as fast as admitted.
+    per_node_rate: f64,
+}
+
+impl Pace {
+    fn due(self, i: usize) -> Option<Instant> {
+        (self.per_node_rate > 0.0)
+            .then(|| self.start + Duration::from_secs_f64(i as f64 / self.per_node_rate))
+    }
+
+    /// How many transactions are due by `at` (all of them when unpaced).
+    fn due_by(self, at: Instant) -> usize {
+        if self.per_node_rate > 0.0 {
+            ((at - self.start).as_secs_f64() * self.per_node_rate) as usize
+        } else {
+            usize::MAX
+        }
+    }
+}
+
+/// One `POST /txs` per transaction, as a bidder's own client sends.
+async fn send_one_by_one(
+    client: &Client,
+    node: usize,
+    txs: Vec<SignedTransaction>,
+    pace: Pace,
+) -> Sent {
+    let gate = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_NODE));
+    let refused = Refusals::default();
+    let mut samples = Vec::new();
+    let mut inflight = Vec::new();
+    for (i, tx) in txs.into_iter().enumerate() {
+        if let Some(due) = pace.due(i) {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let permit = gate.clone().acquire_owned().await.unwrap();
+        if i % SAMPLE_EVERY == 0 {
+            samples.push((tx.hash(), node, Instant::now()));
+        }
+        let (client, refused) = (client.clone(), refused.clone());
+        inflight.push(tokio::spawn(async move {
+            if let Err(err) = client.submit(&tx).await {
+                count_refusal(&refused, &err);
+            }
+            drop(permit);
+        }));
+    }
+    let sent = inflight.len() as u64;
+    for task in inflight {
+        task.await.unwrap();
+    }
+    let refused = refused.lock().unwrap().clone();
+    Sent {
+        samples,
+        refused,
+        sent,
+    }
+}
+
+/// Every `batch_ms`, the transactions due since the last batch in one `POST /txs/batch`,
+/// as a gateway forwarding many bidders' submissions sends. A sample's latency counts
+/// from when its transaction was due, so the wait for the batch is included.
+async fn send_in_batches(
+    client: &Client,
+    node: usize,
+    txs: Vec<SignedTransaction>,
+    pace: Pace,
+    batch_ms: u64,
+) -> Sent {
+    let gate = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_NODE));
+    let refused = Refusals::default();
+    let mut samples = Vec::new();
+    let mut inflight = Vec::new();
+    let total = txs.len();
+    let mut txs = txs.into_iter();
+    let (mut next, mut tick) = (0, pace.start);
+    while next < total {
+        tick += Duration::from_millis(batch_ms);
+        tokio::time::sleep_until(tick.into()).await;
+        let end = pace
+            .due_by(tick)
+            .min(total)
+            .min(next + MAX_SUBMIT_BATCH_TXS);
+        let batch: Vec<SignedTransaction> = txs.by_ref().take(end - next).collect();
+        for (i, tx) in (next..end).zip(&batch) {
+            if i % SAMPLE_EVERY == 0 {
+                samples.push((tx.hash(), node, pace.due(i).unwrap_or(tick)));
+            }
+        }
+        next = end;
+        if batch.is_empty() {
+            continue;
+        }
+        let permit = gate.clone().acquire_owned().await.unwrap();
+        let (client, refused) = (client.clone(), refused.clone());
+        inflight.push(tokio::spawn(async move {
+            let len = batch.len();
+            match client.submit_batch(batch).await {
+                Ok(answer) => {
+                    for item in answer.results {
+                        if let Some(err) = item.refused {
+                            *refused.lock().unwrap().entry(err.code).or_default() += 1;
+                        }
+                    }
+                }
+                Err(err) => {
+                    for _ in 0..len {
+                        count_refusal(&refused, &err);
+                    }
+                }
+            }
+            drop(permit);
+        }));
+    }
+    for task in inflight {
+        task.await.unwrap();
+    }
+    let refused = refused.lock().unwrap().clone();
+    Sent {
+        samples,
+        refused,
+        sent: total as u64,
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -488,9 +617,11 @@ async fn run(settings: Settings) -> serde_json::Value {
     let watcher = tokio::spawn(watch_heights(client.clone(), seen.clone(), stop.clone()));
     let pids: Vec<u32> = nodes.iter().map(NodeProcess::pid).collect();
     let window = {
+        // The nodes, then this process (the load generator, which shares the cores).
+        let watched: Vec<u32> = pids.iter().copied().chain([std::process::id()]).collect();
         let (client, pids, warmup, seconds) = (
             client.clone(),
-            pids.clone(),
+            watched,
             settings.warmup_seconds,
             settings.seconds,
         );
@@ -517,7 +648,8 @@ async fn run(settings: Settings) -> serde_json::Value {
         })
     };
     let sent = send_load(&settings, &nodes, load).await;
-    let (committed_per_s, cpu_percent) = window.await.unwrap();
+    let (committed_per_s, mut cpu_percent) = window.await.unwrap();
+    let generator_cpu_percent = cpu_percent.pop().unwrap_or(0.0);
     // Let the tail commit, then measure latency of the samples.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -555,7 +687,7 @@ async fn run(settings: Settings) -> serde_json::Value {
     println!(
         "load {} validators, {:?}, offered {} tx/s: committed {committed_per_s:.0} tx/s over {} s; \
          latency p50 {p50:.0} ms p90 {p90:.0} ms p99 {p99:.0} ms ({} samples, {uncommitted} not committed); \
-         CPU per node {:?} % of a core; peak RSS {:?} MiB; {bytes_per_tx:.0} bytes in the data dir per tx (write-ahead log included); refused {:?}",
+         CPU per node {:?} % of a core (load generator {generator_cpu_percent:.0} %); peak RSS {:?} MiB; {bytes_per_tx:.0} bytes in the data dir per tx (write-ahead log included); refused {:?}",
         settings.validators,
         settings.mix,
         settings.rate,
@@ -587,6 +719,7 @@ async fn run(settings: Settings) -> serde_json::Value {
     serde_json::json!({
         "validators": settings.validators,
         "mix": format!("{:?}", settings.mix).to_lowercase(),
+        "batch_ms": settings.batch_ms,
         "offered_txs_per_s": settings.rate,
         "measured_seconds": settings.seconds,
         "warmup_seconds": settings.warmup_seconds,
@@ -599,6 +732,7 @@ async fn run(settings: Settings) -> serde_json::Value {
         "latency_samples": latencies_ms.len(),
         "samples_not_committed": uncommitted,
         "cpu_percent_of_core_per_node": cpu_percent,
+        "cpu_percent_of_core_load_generator": generator_cpu_percent,
         "peak_rss_mib_per_node": peak_mib,
         "disk_bytes_per_node": disk,
         "disk_bytes_per_committed_tx": bytes_per_tx,
