@@ -208,6 +208,21 @@ fn state_entry_bytes(key: &Vec<u8>, value: &Option<Vec<u8>>) -> usize {
     key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES
 }
 
+/// The tree's memtable. A block writes about ten tree nodes per changed key, and inserting
+/// them into the skip list was most of a commit. A smaller memtable is a shallower skip
+/// list (flushed about once a second at 2,000 tx/s, the flush costing less than the
+/// searches saved); the hint lets each insert start where the last one at the same depth
+/// (the key's first 2 bytes) ended, as a batch's nodes come sorted.
+const TREE_WRITE_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+const TREE_INSERT_HINT: &str = "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.2";
+
+fn tree_options(base: &mut Options) -> Result<Options, StorageError> {
+    // The Rust binding has no setter for the hint extractor; the options string does.
+    let mut opts = base.get_options_from_string(TREE_INSERT_HINT)?;
+    opts.set_write_buffer_size(TREE_WRITE_BUFFER_BYTES);
+    Ok(opts)
+}
+
 fn tree_caches(pos: NodePos) -> bool {
     pos.depth() <= TREE_CACHE_DEPTH
 }
@@ -221,9 +236,11 @@ impl Storage {
         opts.create_missing_column_families(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.set_keep_log_file_num(4);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()));
+        let tree_opts = tree_options(&mut opts)?;
+        let cfs = ALL_CFS.iter().map(|name| {
+            let cf_opts = if *name == TREE_CF { &tree_opts } else { &opts };
+            ColumnFamilyDescriptor::new(*name, cf_opts.clone())
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         let storage = Storage {
             db: Arc::new(db),
