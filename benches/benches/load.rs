@@ -1,6 +1,8 @@
 //! The end-to-end load benchmark: a local network of validator processes on this machine,
 //! driven open-loop with signed bid transactions (sealed-bid submissions, then
-//! replacements) through the nodes' HTTP APIs.
+//! replacements) through the nodes' HTTP APIs. Each bidder bids on one tender, at most
+//! `MAX_BIDS_PER_TENDER` bidders a tender, so the rules accept every bid; the sampled
+//! transactions' receipts are checked, and any rejection is reported by code.
 //!
 //! Reports, over a measurement window after a warm-up: committed tx/s, submit→commit
 //! latency p50/p90/p99 (every 20th transaction; commit time = when node 0 first reports
@@ -43,9 +45,10 @@ use bidchain_node::storage::Storage;
 use bidchain_node::testing::create_account_tx_on;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{ChainId, Height, Nonce};
+use bidchain_runtime::receipt::TxOutcome;
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::{Role, SignedTransaction, TxHash};
-use bidchain_trading::tender::{TenderCall, TenderParams};
+use bidchain_trading::tender::{MAX_BIDS_PER_TENDER, TenderCall, TenderParams};
 use bidchain_trading::{Label, TenderId};
 
 /// Every `SAMPLE_EVERY`th transaction's latency is measured.
@@ -53,7 +56,10 @@ const SAMPLE_EVERY: usize = 20;
 /// Submissions in flight per validator API before the sender waits (then the offered rate
 /// is not met, and the report says so).
 const MAX_IN_FLIGHT_PER_NODE: usize = 512;
-const TENDERS: usize = 4;
+/// Bidders per tender: each bidder bids on one tender, and a tender takes at most this
+/// many, so every bid the load sends is one the rules accept (a first submission, then
+/// replacements). The bench counts any rejection it samples.
+const BIDDERS_PER_TENDER: usize = MAX_BIDS_PER_TENDER;
 /// Transactions signed per second of the run when sending as fast as admitted.
 const UNLIMITED_SUPPLY_PER_S: u64 = 4_000;
 
@@ -125,17 +131,21 @@ impl Settings {
 struct Bidder {
     key: Keypair,
     nonce: u64,
-    submitted: [bool; TENDERS],
+    submitted: bool,
 }
 
 fn tender_id(t: usize) -> TenderId {
     TenderId::new(&format!("LOAD-{t}")).unwrap()
 }
 
-/// A bid transaction of `bidder` on tender `t`: its first submission there, then
+fn tenders(bidders: usize) -> usize {
+    bidders.div_ceil(BIDDERS_PER_TENDER)
+}
+
+/// A bid transaction of bidder `b` on its tender: its first submission there, then
 /// replacements (each one a new sealed bid, as a bidder revising its price would send).
-fn bid_tx(chain: &ChainId, bidder: &mut Bidder, t: usize, serial: usize) -> SignedTransaction {
-    let id = tender_id(t);
+fn bid_tx(chain: &ChainId, bidder: &mut Bidder, b: usize, serial: usize) -> SignedTransaction {
+    let id = tender_id(b / BIDDERS_PER_TENDER);
     let content = format!("bid {serial}").into_bytes();
     let bid = trading::sealed_bid(
         &bidder.key,
@@ -144,10 +154,10 @@ fn bid_tx(chain: &ChainId, bidder: &mut Bidder, t: usize, serial: usize) -> Sign
         trading::sha256(&[b"enc:".as_slice(), &content].concat()),
         trading::fingerprints(&format!("m{serial}"), &format!("c{serial}"), "", ""),
     );
-    let call = if bidder.submitted[t] {
+    let call = if bidder.submitted {
         TenderCall::Replace { tender: id, bid }
     } else {
-        bidder.submitted[t] = true;
+        bidder.submitted = true;
         TenderCall::Submit { tender: id, bid }
     };
     let nonce = Nonce(bidder.nonce);
@@ -188,7 +198,7 @@ fn sign_load(
         } else {
             let round = serial / settings.validators;
             let b = node * per_node_bidders + round % per_node_bidders;
-            bid_tx(chain, &mut bidders[b], round % TENDERS, serial)
+            bid_tx(chain, &mut bidders[b], b, serial)
         };
         per_node[node].push(tx);
     }
@@ -514,7 +524,7 @@ async fn set_up(net: &Localnet, client: &Client, bidders: &[Bidder], center: &mu
     }
     let now = Timestamp::from_system(SystemTime::now()).as_millis();
     let label = |t: &str| Label::new(t).unwrap();
-    for t in 0..TENDERS {
+    for t in 0..tenders(bidders.len()) {
         let params = TenderParams {
             id: tender_id(t),
             document_hash: trading::sha256(b"load tender"),
@@ -586,13 +596,13 @@ async fn run(settings: Settings) -> serde_json::Value {
     let mut center = Bidder {
         key: Keypair::generate(),
         nonce: 0,
-        submitted: [false; TENDERS],
+        submitted: false,
     };
     let mut bidders: Vec<Bidder> = (0..settings.bidders)
         .map(|_| Bidder {
             key: Keypair::generate(),
             nonce: 0,
-            submitted: [false; TENDERS],
+            submitted: false,
         })
         .collect();
     set_up(&net, &client, &bidders, &mut center).await;
@@ -602,7 +612,7 @@ async fn run(settings: Settings) -> serde_json::Value {
         .map(|i| Bidder {
             key: net.key(i).unwrap(),
             nonce: u64::from(i == 0),
-            submitted: [false; TENDERS],
+            submitted: false,
         })
         .collect();
     let load = sign_load(&settings, &net.genesis.chain_id, &mut bidders, &mut openers);
@@ -657,9 +667,16 @@ async fn run(settings: Settings) -> serde_json::Value {
     let seen = seen.lock().unwrap().clone();
     let mut latencies_ms = Vec::new();
     let mut uncommitted = 0u64;
+    // Included but refused by a rule, by code: the load is built so that there are none.
+    let mut rejected = BTreeMap::<String, u64>::new();
     for (hash, node, submitted) in &sent.samples {
-        let answer = nodes[*node].client.tx(hash).await;
-        let height = answer.ok().and_then(|a| a.height);
+        let answer = nodes[*node].client.tx(hash).await.ok();
+        if let Some(TxOutcome::Rejected { code, .. }) =
+            answer.as_ref().and_then(|a| a.result.as_ref())
+        {
+            *rejected.entry(code.as_str().to_owned()).or_default() += 1;
+        }
+        let height = answer.and_then(|a| a.height);
         let committed = height.and_then(|h| seen.range(h.0..).next().map(|(_, t)| *t));
         match committed {
             Some(at) => {
@@ -686,7 +703,7 @@ async fn run(settings: Settings) -> serde_json::Value {
     );
     println!(
         "load {} validators, {:?}, offered {} tx/s: committed {committed_per_s:.0} tx/s over {} s; \
-         latency p50 {p50:.0} ms p90 {p90:.0} ms p99 {p99:.0} ms ({} samples, {uncommitted} not committed); \
+         latency p50 {p50:.0} ms p90 {p90:.0} ms p99 {p99:.0} ms ({} samples, {uncommitted} not committed, rejected by the rules {rejected:?}); \
          CPU per node {:?} % of a core (load generator {generator_cpu_percent:.0} %); peak RSS {:?} MiB; {bytes_per_tx:.0} bytes in the data dir per tx (write-ahead log included); refused {:?}",
         settings.validators,
         settings.mix,
@@ -731,6 +748,7 @@ async fn run(settings: Settings) -> serde_json::Value {
         "commit_latency_ms_p99": p99,
         "latency_samples": latencies_ms.len(),
         "samples_not_committed": uncommitted,
+        "samples_rejected": rejected,
         "cpu_percent_of_core_per_node": cpu_percent,
         "cpu_percent_of_core_load_generator": generator_cpu_percent,
         "peak_rss_mib_per_node": peak_mib,
