@@ -12,7 +12,7 @@ use bidchain_runtime::proof::{
 use bidchain_runtime::tx::TxHash;
 
 use crate::chain::Chain;
-use crate::storage::{Commits, Headers, Receipts, StateSnapshot, StorageError, TxIndex};
+use crate::storage::{Commits, Headers, Receipts, StateSnapshot, StorageError};
 
 /// Why a bundle could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +37,12 @@ pub enum ProofError {
 pub fn receipt_bundle(chain: &Chain, hash: TxHash) -> Result<Bundle, ProofError> {
     let storage = chain.storage();
     let location = storage
-        .get::<TxIndex>(&hash)?
+        .get::<Receipts>(&hash)?
         .ok_or(ProofError::TxNotCommitted(hash))?;
     let block = storage
         .block(location.height)?
         .ok_or(ProofError::Inconsistent(
-            "tx index points at a missing block",
+            "a receipt points at a missing block",
         ))?;
     let mut receipts = Vec::with_capacity(block.txs.len());
     for stx in block.txs.iter() {

@@ -91,13 +91,6 @@ impl TableKey for MetaKey {
     }
 }
 
-/// Where a committed transaction is.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Encode, Decode)]
-pub struct TxLocation {
-    pub height: Height,
-    pub index: u32,
-}
-
 /// Keys of the metadata table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetaKey {
@@ -134,7 +127,7 @@ pub struct BlockBody {
     pub last_commit: Option<CommitCertificate>,
 }
 table!(Commits, "commits", Height, CommitCertificate);
-table!(TxIndex, "txs", TxHash, TxLocation);
+// A receipt names its transaction's height and index: it is the transaction index too.
 table!(Receipts, "receipts", TxHash, Receipt);
 table!(Meta, "meta", MetaKey, ChainMeta);
 // The validator set a block installs for the next height, for blocks that change it: the
@@ -151,11 +144,10 @@ table!(SignedBlocks, "signed_blocks", (Height, BlockHash), Block);
 const STATE_CF: &str = "state";
 /// The state tree's nodes by position (`smt::NodePos::to_bytes`), latest version only.
 const TREE_CF: &str = "state_tree";
-const ALL_CFS: [&str; 11] = [
+const ALL_CFS: [&str; 10] = [
     Headers::NAME,
     Bodies::NAME,
     Commits::NAME,
-    TxIndex::NAME,
     Receipts::NAME,
     STATE_CF,
     TREE_CF,
@@ -164,6 +156,20 @@ const ALL_CFS: [&str; 11] = [
     ConsensusLog::NAME,
     SignedBlocks::NAME,
 ];
+
+/// Tables that data dirs written by earlier versions hold and this one drops on open
+/// (RocksDB opens a database only with all its column families named): `txs`, the
+/// transaction index, which the receipts made redundant.
+const RETIRED_CFS: [&str; 1] = ["txs"];
+
+fn retired_cfs(opts: &Options, path: &Path) -> Vec<ColumnFamilyDescriptor> {
+    let existing = DB::list_cf(opts, path).unwrap_or_default();
+    RETIRED_CFS
+        .iter()
+        .filter(|name| existing.iter().any(|e| e == *name))
+        .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()))
+        .collect()
+}
 
 /// Everything one block commit writes.
 #[derive(Debug)]
@@ -241,7 +247,12 @@ impl Storage {
             let cf_opts = if *name == TREE_CF { &tree_opts } else { &opts };
             ColumnFamilyDescriptor::new(*name, cf_opts.clone())
         });
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let mut db = DB::open_cf_descriptors(&opts, path, cfs.chain(retired_cfs(&opts, path)))?;
+        for name in RETIRED_CFS {
+            if db.cf_handle(name).is_some() {
+                db.drop_cf(name)?;
+            }
+        }
         let storage = Storage {
             db: Arc::new(db),
             tree_cache: Arc::new(ReadCache::new(MAX_TREE_CACHE_ENTRIES, usize::MAX, |_, _| 0)),
@@ -420,11 +431,6 @@ impl Storage {
         self.put::<Bodies>(&mut batch, &height, &body)?;
         self.put::<Commits>(&mut batch, &height, commit.certificate)?;
         for receipt in commit.receipts {
-            let location = TxLocation {
-                height,
-                index: receipt.index,
-            };
-            self.put::<TxIndex>(&mut batch, &receipt.tx_hash, &location)?;
             self.put::<Receipts>(&mut batch, &receipt.tx_hash, receipt)?;
         }
         let state_cf = self.cf(STATE_CF)?;
@@ -776,6 +782,31 @@ mod tests {
             .map(|k| StateView::get(&cold, k).unwrap())
             .collect();
         assert_eq!(warm_state, cold_state);
+    }
+
+    #[test]
+    fn a_data_dir_with_a_retired_table_opens_and_loses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = crate::testing::genesis_for(&[1], &[]);
+        let tip = {
+            let storage = Storage::open(dir.path(), &genesis).unwrap();
+            storage.meta().unwrap()
+        };
+        {
+            // What an earlier version left: its transaction index.
+            let mut opts = Options::default();
+            opts.create_missing_column_families(true);
+            let names = ALL_CFS.iter().chain(&RETIRED_CFS);
+            let db = DB::open_cf(&opts, dir.path(), names).unwrap();
+            let txs = db.cf_handle("txs").unwrap();
+            db.put_cf(txs, b"a transaction", b"its place").unwrap();
+        }
+        let storage = Storage::open(dir.path(), &genesis).unwrap();
+        assert_eq!(storage.meta().unwrap(), tip);
+        drop(storage);
+        let left = DB::list_cf(&Options::default(), dir.path()).unwrap();
+        assert!(!left.iter().any(|name| name == "txs"), "{left:?}");
+        assert_eq!(left.len(), ALL_CFS.len() + 1, "{left:?}"); // and `default`
     }
 
     #[test]
