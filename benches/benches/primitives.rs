@@ -255,19 +255,25 @@ fn contract_call_bid_submit(c: &mut Criterion) {
         .compile(bundled_code(names::TENDER).unwrap())
         .unwrap();
     let id = TenderId::new("BENCH-1").unwrap();
-    let mut tender = Tender {
+    let tender = Tender {
         params: tender_params(&id),
         center: AccountKey([9; 32]),
         status: TenderStatus::Open,
         created_ms: TEST_GENESIS_MS,
         opened_ms: None,
-        bidders: Vec::new(),
+        bidder_count: 100,
         winner: None,
         failure: None,
     };
-    tender.bidders = (0..100u8).map(|i| AccountKey([i; 32])).collect();
     let bidder = AccountKey([200; 32]);
-    let state = Arc::new(BTreeMap::from([
+    let earlier = (0..100u8).map(|i| {
+        let key = tender::keys::bidder(&id, u32::from(i));
+        (
+            contract_key(names::TENDER, &key),
+            AccountKey([i; 32]).encode(),
+        )
+    });
+    let state = Arc::new(BTreeMap::from_iter(earlier.chain([
         (
             contract_key(names::TENDER, &tender::keys::tender(&id)),
             tender.encode(),
@@ -276,7 +282,7 @@ fn contract_call_bid_submit(c: &mut Criterion) {
             contract_key(names::TENDER, &tender::keys::bidder_unit(&bidder)),
             trading::unit_id("bench unit").encode(),
         ),
-    ]));
+    ])));
     let key = Keypair::from_seed_for_tests(500);
     let input = bid_call(&key, &id, 1).encode();
     let context = context(names::TENDER, bidder.0, bidchain_trading::roles::BIDDER);

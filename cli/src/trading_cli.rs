@@ -19,7 +19,7 @@ use bidchain_trading::archive::{self, ArchiveCall, ArchiveKind, ArchiveRecord};
 use bidchain_trading::experts::{self, DrawRecord, Expert, ExpertStatus, ExpertsCall};
 use bidchain_trading::tender::{self, Bid, CollusionFlag, Tender, TenderCall, TenderParams};
 use bidchain_trading::time::format_ms;
-use bidchain_trading::{Encode, Label, TenderId};
+use bidchain_trading::{AccountKey, Encode, Label, TenderId};
 use clap::Subcommand;
 
 use crate::client::Client;
@@ -417,9 +417,13 @@ async fn show_tender(client: &Client, id: &TenderId) -> Result<()> {
     if let Some(winner) = &tender.winner {
         println!("  awarded to {winner}");
     }
-    for bidder in &tender.bidders {
+    for n in 0..tender.bidder_count {
+        let bidder: AccountKey = client
+            .contract_state(names::TENDER, &tender::keys::bidder(id, n))
+            .await?
+            .with_context(|| format!("tender {id} counts bidder {n} but does not list it"))?;
         let bid: Option<Bid> = client
-            .contract_state(names::TENDER, &tender::keys::bid(id, bidder))
+            .contract_state(names::TENDER, &tender::keys::bid(id, &bidder))
             .await?;
         if let Some(bid) = bid {
             println!(

@@ -21,7 +21,7 @@ use bidchain_trading::experts::{
     keys,
 };
 use bidchain_trading::tender::{self as tender_rules, Bid, Tender, TenderStatus};
-use bidchain_trading::{Decode, Digest, ExpertId, Refusal, TenderId, roles};
+use bidchain_trading::{AccountKey, Decode, Digest, ExpertId, Refusal, TenderId, roles};
 
 sdk::entry!(handle);
 
@@ -106,8 +106,11 @@ fn load_tender(id: &TenderId) -> Result<Tender, Refusal> {
 fn request_for(tender: &Tender) -> Result<DrawRequest, Refusal> {
     let params = &tender.params;
     let mut excluded_units = Vec::from([params.tenderer_unit]);
-    for bidder in &tender.bidders {
-        let bid: Bid = sdk::load_from(TENDER, &tender_rules::keys::bid(&params.id, bidder))?
+    for n in 0..tender.bidder_count {
+        let bidder: AccountKey =
+            sdk::load_from(TENDER, &tender_rules::keys::bidder(&params.id, n))?
+                .ok_or_else(|| Refusal::new("corrupt_state", "a counted bidder is not listed"))?;
+        let bid: Bid = sdk::load_from(TENDER, &tender_rules::keys::bid(&params.id, &bidder))?
             .ok_or_else(|| Refusal::new("corrupt_state", "a listed bidder has no bid"))?;
         excluded_units.push(bid.unit);
     }

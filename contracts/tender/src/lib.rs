@@ -90,7 +90,7 @@ fn create(params: TenderParams) -> Result<(), Refusal> {
         status: TenderStatus::Open,
         created_ms: now,
         opened_ms: None,
-        bidders: Vec::new(),
+        bidder_count: 0,
         winner: None,
         failure: None,
     };
@@ -174,13 +174,14 @@ fn submit(id: &TenderId, sealed: SealedBid, replace: bool) -> Result<(), Refusal
         ));
     }
     if previous.is_none() {
-        if tender.bidders.len() >= MAX_BIDS_PER_TENDER {
+        if tender.bidder_count as usize >= MAX_BIDS_PER_TENDER {
             return Err(Refusal::new(
                 "too_many_bids",
                 "the tender has the most bids it takes",
             ));
         }
-        tender.bidders.push(bidder);
+        sdk::store(&keys::bidder(id, tender.bidder_count), &bidder);
+        tender.bidder_count += 1;
         sdk::store(&keys::tender(id), &tender);
     }
     let now = sdk::block_time_ms();
@@ -238,9 +239,12 @@ fn withdraw(id: &TenderId) -> Result<(), Refusal> {
 }
 
 fn bids(tender: &Tender) -> Result<Vec<Bid>, Refusal> {
-    let mut bids = Vec::with_capacity(tender.bidders.len());
-    for bidder in &tender.bidders {
-        let bid = load_bid(&tender.params.id, bidder)?
+    let id = &tender.params.id;
+    let mut bids = Vec::with_capacity(tender.bidder_count as usize);
+    for n in 0..tender.bidder_count {
+        let bidder: AccountKey = sdk::load(&keys::bidder(id, n))?
+            .ok_or_else(|| Refusal::new("corrupt_state", "a counted bidder is not listed"))?;
+        let bid = load_bid(id, &bidder)?
             .ok_or_else(|| Refusal::new("corrupt_state", "a listed bidder has no bid"))?;
         bids.push(bid);
     }

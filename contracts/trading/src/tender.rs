@@ -124,8 +124,10 @@ pub struct Tender {
     pub created_ms: u64,
     /// Block time of the opening: the decryption window runs from here.
     pub opened_ms: Option<u64>,
-    /// Every bidder that ever submitted, in order of first submission.
-    pub bidders: Vec<AccountKey>,
+    /// How many bidders ever submitted; the `n`th (from 0, in order of first submission)
+    /// is at [`keys::bidder`]. Kept apart so that a bid does not read and decode every
+    /// earlier bidder's key with the tender.
+    pub bidder_count: u32,
     pub winner: Option<AccountKey>,
     /// Why it failed, in words.
     pub failure: Option<String>,
@@ -136,7 +138,7 @@ record!(Tender {
     status,
     created_ms,
     opened_ms,
-    bidders,
+    bidder_count,
     winner,
     failure,
 });
@@ -451,6 +453,18 @@ pub mod keys {
 
     pub fn bid(id: &TenderId, bidder: &AccountKey) -> Vec<u8> {
         [b"b/", id.as_str().as_bytes(), b"/", &bidder.0[..]].concat()
+    }
+
+    /// The tender's `index`th bidder (from 0, in order of first submission), an
+    /// `AccountKey`.
+    pub fn bidder(id: &TenderId, index: u32) -> Vec<u8> {
+        [
+            b"tb/",
+            id.as_str().as_bytes(),
+            b"/",
+            &index.to_be_bytes()[..],
+        ]
+        .concat()
     }
 
     /// How many collusion flags the tender has, a `u32`.
