@@ -334,6 +334,16 @@ async fn send_one_by_one(
         }));
     }
     let sent = inflight.len() as u64;
+    finish(inflight, samples, &refused, sent).await
+}
+
+/// Waits for a node's requests still in flight and tallies what was sent.
+async fn finish(
+    inflight: Vec<tokio::task::JoinHandle<()>>,
+    samples: Vec<(TxHash, usize, Instant)>,
+    refused: &Refusals,
+    sent: u64,
+) -> Sent {
     for task in inflight {
         task.await.unwrap();
     }
@@ -400,15 +410,7 @@ async fn send_in_batches(
             drop(permit);
         }));
     }
-    for task in inflight {
-        task.await.unwrap();
-    }
-    let refused = refused.lock().unwrap().clone();
-    Sent {
-        samples,
-        refused,
-        sent: total as u64,
-    }
+    finish(inflight, samples, &refused, total as u64).await
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -123,17 +123,27 @@ async fn status(State(shared): State<Arc<Shared>>) -> Reply {
     })
 }
 
+/// Counts a refused submission and passes its error on.
+fn count_refused(shared: &Shared, err: ApiError) -> ApiError {
+    shared.metrics.txs_refused.fetch_add(1, Ordering::Relaxed);
+    err
+}
+
+/// A submission's body. Over-long bodies are cut off by the body limit; answer them in
+/// JSON like the rest.
+fn submitted(shared: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        let err = ApiError::new(e.status(), "body_too_large", e.body_text());
+        count_refused(shared, err)
+    })
+}
+
 async fn submit_tx(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let refused = |err: ApiError| {
-        shared.metrics.txs_refused.fetch_add(1, Ordering::Relaxed);
-        err
-    };
-    // Over-long bodies are cut off by the body limit; answer them in JSON like the rest.
-    let body =
-        body.map_err(|e| refused(ApiError::new(e.status(), "body_too_large", e.body_text())))?;
+    let refused = |err: ApiError| count_refused(&shared, err);
+    let body = submitted(&shared, body)?;
     let tx = SignedTransaction::decode(&body)
         .map_err(|e| refused(ApiError::bad_request("malformed_tx", e)))?;
     let room = shared.mempool().check_room(body.len());
@@ -155,12 +165,8 @@ async fn submit_batch(
     State(shared): State<Arc<Shared>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let refused = |err: ApiError| {
-        shared.metrics.txs_refused.fetch_add(1, Ordering::Relaxed);
-        err
-    };
-    let body =
-        body.map_err(|e| refused(ApiError::new(e.status(), "body_too_large", e.body_text())))?;
+    let refused = |err: ApiError| count_refused(&shared, err);
+    let body = submitted(&shared, body)?;
     let txs = codec::decode_bounded::<SubmitBatch>(&body, MAX_SUBMIT_BATCH_BYTES)
         .map_err(|e| refused(ApiError::bad_request("malformed_batch", e)))?
         .into_inner();
