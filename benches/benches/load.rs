@@ -323,7 +323,8 @@ async fn send_one_by_one(
         }
         let permit = gate.clone().acquire_owned().await.unwrap();
         if i % SAMPLE_EVERY == 0 {
-            samples.push((tx.hash(), node, Instant::now()));
+            // From when it was due, as in batches: a wait at the gate counts.
+            samples.push((tx.hash(), node, pace.due(i).unwrap_or_else(Instant::now)));
         }
         let (client, refused) = (client.clone(), refused.clone());
         inflight.push(tokio::spawn(async move {

@@ -213,7 +213,12 @@ impl Mempool {
     /// Whether a transaction of `encoded_len` bytes fits: checked before its signature, so
     /// that a full mempool refuses cheaply.
     pub fn check_room(&self, encoded_len: usize) -> Result<(), AdmitError> {
-        if self.by_hash.len() >= self.config.max_txs
+        self.check_room_for(1, encoded_len)
+    }
+
+    /// Whether `txs` more transactions of `encoded_len` bytes in all would fit.
+    pub fn check_room_for(&self, txs: usize, encoded_len: usize) -> Result<(), AdmitError> {
+        if self.by_hash.len() + txs > self.config.max_txs
             || self.bytes + encoded_len > self.config.max_bytes
         {
             return Err(AdmitError::Full {
@@ -443,6 +448,12 @@ mod tests {
                 expected: Nonce(1),
                 ..
             })
+        ));
+        // Room for a batch counts its transactions, not one more.
+        pool.check_room_for(2, 200).unwrap();
+        assert!(matches!(
+            pool.check_room_for(3, 300),
+            Err(AdmitError::Full { .. })
         ));
         let err = pool
             .admit_verified(&state, tx(&hub, 1), MAX_TX_BYTES + 1)

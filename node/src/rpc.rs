@@ -167,24 +167,43 @@ async fn submit_batch(
 ) -> Reply {
     let refused = |err: ApiError| count_refused(&shared, err);
     let body = submitted(&shared, body)?;
+    // The signature checks take milliseconds for a large batch: off the async workers,
+    // at most MAX_CONCURRENT_BATCHES at once. A batch beyond that is refused, not queued
+    // (a queue would hold its body). The slot goes with the work, which runs on even if
+    // the client hangs up.
+    let slot = shared
+        .batch_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            refused(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "batch submissions are being admitted at the limit; retry shortly",
+            ))
+        })?;
     let txs = codec::decode_bounded::<SubmitBatch>(&body, MAX_SUBMIT_BATCH_BYTES)
         .map_err(|e| refused(ApiError::bad_request("malformed_batch", e)))?
         .into_inner();
     // Refused whole when the mempool could not take it all; the client resends later.
-    let room = shared.mempool().check_room(body.len());
-    room.map_err(|e| refused(ApiError::bad_request(e.code(), e)))?;
-    // The signature checks take milliseconds for a large batch: off the async workers,
-    // and a bounded number at once (more requests wait their turn).
-    let _slot = shared
-        .batch_slots
-        .acquire()
-        .await
-        .map_err(ApiError::internal)?;
+    let room = shared.mempool().check_room_for(txs.len(), body.len());
+    room.map_err(|e| {
+        // Every transaction of the batch is refused.
+        let others = txs.len().saturating_sub(1) as u64;
+        shared
+            .metrics
+            .txs_refused
+            .fetch_add(others, Ordering::Relaxed);
+        refused(ApiError::bad_request(e.code(), e))
+    })?;
     let admission = shared.clone();
-    let outcomes =
-        tokio::task::spawn_blocking(move || admission.admit_batch(txs, TxSource::Client))
-            .await
-            .map_err(ApiError::internal)?;
+    let outcomes = tokio::task::spawn_blocking(move || {
+        let outcomes = admission.admit_batch(txs, TxSource::Client);
+        drop(slot);
+        outcomes
+    })
+    .await
+    .map_err(ApiError::internal)?;
     let results = outcomes
         .into_iter()
         .map(|(tx_hash, outcome)| match outcome {
@@ -446,4 +465,74 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Reply {
         m.blocks_committed.load(Ordering::Relaxed),
     );
     Ok(([("content-type", "text/plain; version=0.0.4")], text).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mempool::{Mempool, MempoolConfig};
+    use crate::shared::MAX_CONCURRENT_BATCHES;
+    use crate::testing::{create_account_tx, genesis_for};
+    use bidchain_runtime::crypto::Keypair;
+    use bidchain_runtime::tx::Role;
+
+    fn shared(dir: &std::path::Path, max_txs: usize) -> Arc<Shared> {
+        let genesis = genesis_for(&[1], &[]);
+        let storage = crate::storage::Storage::open(dir, &genesis).unwrap();
+        let config = MempoolConfig {
+            max_txs,
+            ..MempoolConfig::default()
+        };
+        let chain = Chain::new(storage, genesis.clone(), genesis.contracts().unwrap());
+        let mempool = Mempool::new(config, genesis.chain_id.clone());
+        Arc::new(Shared::new(chain, mempool, "t".into(), false))
+    }
+
+    fn batch(n: u64) -> Bytes {
+        let hub = Keypair::from_seed_for_tests(1);
+        let txs = (0..n)
+            .map(|nonce| create_account_tx(&hub, nonce, &Keypair::generate(), Role::Bidder))
+            .collect();
+        Bytes::from(codec::encode(&SubmitBatch::new(txs).unwrap()))
+    }
+
+    async fn code_of(reply: Reply) -> (StatusCode, String) {
+        let response = match reply {
+            Ok(response) => response,
+            Err(err) => err.into_response(),
+        };
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let code = serde_json::from_slice::<ErrorResponse>(&body).map_or(String::new(), |e| e.code);
+        (status, code)
+    }
+
+    #[tokio::test]
+    async fn a_batch_beyond_the_admission_slots_or_the_mempool_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path(), 3);
+        let held = shared
+            .batch_slots
+            .clone()
+            .try_acquire_many_owned(u32::try_from(MAX_CONCURRENT_BATCHES).unwrap())
+            .unwrap();
+        let busy = submit_batch(State(shared.clone()), Ok(batch(2))).await;
+        assert_eq!(
+            code_of(busy).await,
+            (StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned())
+        );
+        drop(held);
+        let too_many = submit_batch(State(shared.clone()), Ok(batch(4))).await;
+        assert_eq!(
+            code_of(too_many).await,
+            (StatusCode::BAD_REQUEST, "mempool_full".to_owned())
+        );
+        assert_eq!(shared.mempool().len(), 0);
+        let fits = submit_batch(State(shared.clone()), Ok(batch(3))).await;
+        assert_eq!(code_of(fits).await.0, StatusCode::OK);
+        assert_eq!(shared.mempool().len(), 3);
+        assert_eq!(shared.metrics.txs_refused.load(Ordering::Relaxed), 1 + 4);
+    }
 }

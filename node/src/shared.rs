@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bidchain_runtime::block::Block;
 use bidchain_runtime::execute::TxInvalid;
@@ -37,14 +37,14 @@ pub struct Shared {
     pub proof_slots: tokio::sync::Semaphore,
     /// Clients' batch submissions being admitted at once: at most
     /// [`MAX_CONCURRENT_BATCHES`].
-    pub batch_slots: tokio::sync::Semaphore,
+    pub batch_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most proof bundles built at once; more requests wait their turn.
 pub const MAX_CONCURRENT_PROOFS: usize = 4;
 
 /// Most client batch submissions admitted at once (each up to 1,024 signature checks on
-/// a blocking thread); more requests wait their turn.
+/// a blocking thread); more are refused as `busy`.
 pub const MAX_CONCURRENT_BATCHES: usize = 2;
 
 /// Counters exported at `/metrics`.
@@ -68,7 +68,7 @@ impl Shared {
             outbound_txs: Mutex::new(VecDeque::new()),
             metrics: Metrics::default(),
             proof_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_PROOFS),
-            batch_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_BATCHES),
+            batch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_BATCHES)),
         }
     }
 
