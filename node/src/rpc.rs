@@ -168,18 +168,18 @@ async fn submit_batch(
     let refused = |err: ApiError| count_refused(&shared, err);
     let body = submitted(&shared, body)?;
     // The signature checks take milliseconds for a large batch: off the async workers,
-    // at most MAX_CONCURRENT_BATCHES at once. A batch beyond that is refused, not queued
-    // (a queue would hold its body). The slot goes with the work, which runs on even if
-    // the client hangs up.
-    let slot = shared
-        .batch_slots
+    // at most MAX_CONCURRENT_BATCHES at once, and at most MAX_PENDING_BATCHES in this
+    // handler at all (each holds its body); beyond that a batch is refused. The permits
+    // go with the work, which runs on even if the client hangs up.
+    let pending = shared
+        .batch_pending
         .clone()
         .try_acquire_owned()
         .map_err(|_| {
             refused(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
-                "batch submissions are being admitted at the limit; retry shortly",
+                "too many batch submissions are waiting to be admitted; retry shortly",
             ))
         })?;
     let txs = codec::decode_bounded::<SubmitBatch>(&body, MAX_SUBMIT_BATCH_BYTES)
@@ -196,10 +196,16 @@ async fn submit_batch(
             .fetch_add(others, Ordering::Relaxed);
         refused(ApiError::bad_request(e.code(), e))
     })?;
+    let slot = shared
+        .batch_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(ApiError::internal)?;
     let admission = shared.clone();
     let outcomes = tokio::task::spawn_blocking(move || {
         let outcomes = admission.admit_batch(txs, TxSource::Client);
-        drop(slot);
+        drop((slot, pending));
         outcomes
     })
     .await
@@ -471,7 +477,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Reply {
 mod tests {
     use super::*;
     use crate::mempool::{Mempool, MempoolConfig};
-    use crate::shared::MAX_CONCURRENT_BATCHES;
+    use crate::shared::MAX_PENDING_BATCHES;
     use crate::testing::{create_account_tx, genesis_for};
     use bidchain_runtime::crypto::Keypair;
     use bidchain_runtime::tx::Role;
@@ -514,9 +520,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let shared = shared(dir.path(), 3);
         let held = shared
-            .batch_slots
+            .batch_pending
             .clone()
-            .try_acquire_many_owned(u32::try_from(MAX_CONCURRENT_BATCHES).unwrap())
+            .try_acquire_many_owned(u32::try_from(MAX_PENDING_BATCHES).unwrap())
             .unwrap();
         let busy = submit_batch(State(shared.clone()), Ok(batch(2))).await;
         assert_eq!(

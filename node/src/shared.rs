@@ -38,14 +38,22 @@ pub struct Shared {
     /// Clients' batch submissions being admitted at once: at most
     /// [`MAX_CONCURRENT_BATCHES`].
     pub batch_slots: Arc<tokio::sync::Semaphore>,
+    /// Clients' batch submissions admitted or waiting to be: at most
+    /// [`MAX_PENDING_BATCHES`].
+    pub batch_pending: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most proof bundles built at once; more requests wait their turn.
 pub const MAX_CONCURRENT_PROOFS: usize = 4;
 
 /// Most client batch submissions admitted at once (each up to 1,024 signature checks on
-/// a blocking thread); more are refused as `busy`.
+/// a blocking thread); more wait their turn.
 pub const MAX_CONCURRENT_BATCHES: usize = 2;
+
+/// Most client batch submissions admitted or waiting (each holding a body of up to
+/// 1 MiB); more are refused as `busy`. A gateway sending a batch every 20 ms waits out
+/// a slow admission instead of being refused.
+pub const MAX_PENDING_BATCHES: usize = 16;
 
 /// Counters exported at `/metrics`.
 #[derive(Debug, Default)]
@@ -69,6 +77,7 @@ impl Shared {
             metrics: Metrics::default(),
             proof_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_PROOFS),
             batch_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_BATCHES)),
+            batch_pending: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_BATCHES)),
         }
     }
 
