@@ -88,9 +88,17 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         inner.generation += 1;
         for key in keys {
-            if let Some((key, old)) = inner.entries.remove_entry(key) {
-                inner.bytes -= (self.weigh)(&key, &old);
-            }
+            self.remove(&mut inner, key);
+        }
+    }
+
+    fn remove<Q>(&self, inner: &mut Inner<K, V>, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some((key, old)) = inner.entries.remove_entry(key) {
+            inner.bytes -= (self.weigh)(&key, &old);
         }
     }
 
@@ -104,9 +112,7 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
     }
 
     fn insert(&self, inner: &mut Inner<K, V>, key: K, value: V) {
-        if let Some((key, old)) = inner.entries.remove_entry(&key) {
-            inner.bytes -= (self.weigh)(&key, &old);
-        }
+        self.remove(inner, &key);
         let weight = (self.weigh)(&key, &value);
         if inner.entries.len() >= self.max_entries
             || inner.bytes.saturating_add(weight) > self.max_bytes

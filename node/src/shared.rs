@@ -125,11 +125,10 @@ impl Shared {
         let all_good = bidchain_runtime::execute::verify_signatures(&txs, |_| false).is_ok();
         txs.into_iter()
             .map(|tx| {
-                let hash = tx.hash();
+                let (bytes, hash) = tx.encoded_with_hash();
                 let signed = all_good || tx.verify_signature().is_ok();
                 let outcome = if signed {
-                    let len = tx.encode().len();
-                    self.admit(tx, len, source).map(|_| ())
+                    self.admit(tx, bytes.len(), source).map(|_| ())
                 } else {
                     Err(AdmitError::Invalid(TxInvalid::BadSignature))
                 };

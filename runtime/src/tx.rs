@@ -201,7 +201,14 @@ impl SignedTransaction {
     }
 
     pub fn hash(&self) -> TxHash {
-        TxHash(Hash::digest(&self.encode()))
+        self.encoded_with_hash().1
+    }
+
+    /// The encoding and its hash, for a caller that needs both (one encoding, not two).
+    pub fn encoded_with_hash(&self) -> (Vec<u8>, TxHash) {
+        let bytes = self.encode();
+        let hash = TxHash(Hash::digest(&bytes));
+        (bytes, hash)
     }
 
     pub fn verify_signature(&self) -> Result<(), CryptoError> {

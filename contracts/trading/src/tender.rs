@@ -458,13 +458,7 @@ pub mod keys {
     /// The tender's `index`th bidder (from 0, in order of first submission), an
     /// `AccountKey`.
     pub fn bidder(id: &TenderId, index: u32) -> Vec<u8> {
-        [
-            b"tb/",
-            id.as_str().as_bytes(),
-            b"/",
-            &index.to_be_bytes()[..],
-        ]
-        .concat()
+        indexed(b"tb/", id, index)
     }
 
     /// How many collusion flags the tender has, a `u32`.
@@ -475,8 +469,13 @@ pub mod keys {
     /// The tender's `index`th collusion flag (from 0), a `CollusionFlag`: one entry per
     /// flag, so that no number of flags outgrows a stored value.
     pub fn flag(id: &TenderId, index: u32) -> Vec<u8> {
+        indexed(b"f/", id, index)
+    }
+
+    /// `<prefix><tender>/<index, big-endian>`: the entries of one of a tender's lists.
+    fn indexed(prefix: &[u8], id: &TenderId, index: u32) -> Vec<u8> {
         [
-            b"f/",
+            prefix,
             id.as_str().as_bytes(),
             b"/",
             &index.to_be_bytes()[..],
