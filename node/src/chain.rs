@@ -22,7 +22,7 @@ use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::SignedTransaction;
 use bidchain_runtime::validator::ValidatorSet;
 
-use crate::storage::{BlockCommit, Storage, StorageError};
+use crate::storage::{BlockCommit, Durability, Storage, StorageError};
 
 /// Why a block could not be built, accepted or committed.
 #[derive(Debug, thiserror::Error)]
@@ -352,6 +352,7 @@ impl Chain {
         &self,
         proposal: &Proposal,
         certificate: &CommitCertificate,
+        durability: Durability,
     ) -> Result<(), ChainError> {
         let header = &proposal.block.header;
         let validators = self.validator_set()?;
@@ -372,6 +373,7 @@ impl Chain {
             changes: &proposal.executed.changes,
             state_nodes: &proposal.state.writes,
             next_validators: next_validators.as_ref(),
+            durability,
         })?;
         Ok(())
     }

@@ -30,6 +30,7 @@ use crate::net::{
     Inbound, Inbox, MAX_TX_BATCH_BYTES, NetMessage, SyncedBlock, Transport, ValidatorIndex,
 };
 use crate::shared::Shared;
+use crate::storage::Durability;
 
 /// How often a validator sends again what it holds of the current height (the paper's
 /// gossip assumption, §2), so a lost message is not lost for good.
@@ -47,6 +48,11 @@ pub const MAX_TIMERS: usize = 256;
 const MAX_TX_GOSSIP_PER_TURN: usize = 1_024;
 /// Room left in a block for its header and length prefixes.
 const HEADER_ALLOWANCE_BYTES: usize = 4 * 1024;
+/// Blocks fetched from peers are committed without waiting for the disk (see
+/// [`Durability::Deferred`]); the log is synced after this many, or this long after the
+/// first: what a power loss can make a catching-up node fetch again.
+const MAX_UNSYNCED_BLOCKS: u32 = 64;
+const MAX_UNSYNCED_AGE: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
@@ -110,6 +116,8 @@ pub struct Driver {
     next_gossip: Instant,
     /// When this node last asked a peer for blocks it lacks.
     asked_at: Option<Instant>,
+    /// Fetched blocks committed since the log was last synced, and when the first was.
+    unsynced: Option<(Instant, u32)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -148,6 +156,7 @@ impl Driver {
             last_commit: now,
             next_gossip: now + GOSSIP_INTERVAL,
             asked_at: None,
+            unsynced: None,
         };
         let tip = driver.shared.chain.tip()?;
         if !driver
@@ -183,7 +192,7 @@ impl Driver {
             }
             self.on_tick(Instant::now())?;
         }
-        Ok(())
+        self.sync_deferred()
     }
 
     fn next_deadline(&self, now: Instant) -> Instant {
@@ -200,6 +209,12 @@ impl Driver {
     }
 
     fn on_tick(&mut self, now: Instant) -> Result<(), DriverError> {
+        if self
+            .unsynced
+            .is_some_and(|(since, _)| now.duration_since(since) >= MAX_UNSYNCED_AGE)
+        {
+            self.sync_deferred()?;
+        }
         while let Some(Reverse((at, timeout))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -442,8 +457,30 @@ impl Driver {
                 return Ok(());
             }
         };
-        self.shared.chain.commit(&proposal, certificate)?;
+        self.shared
+            .chain
+            .commit(&proposal, certificate, Durability::Synced)?;
+        // A synced write syncs the log before it too.
+        self.unsynced = None;
         self.after_commit(&proposal);
+        Ok(())
+    }
+
+    /// How a fetched block is committed: deferred, unless enough are waiting already.
+    fn synced_block_durability(&mut self) -> Durability {
+        let (since, count) = self.unsynced.unwrap_or((Instant::now(), 0));
+        if count + 1 >= MAX_UNSYNCED_BLOCKS {
+            self.unsynced = None;
+            return Durability::Synced;
+        }
+        self.unsynced = Some((since, count + 1));
+        Durability::Deferred
+    }
+
+    fn sync_deferred(&mut self) -> Result<(), DriverError> {
+        if self.unsynced.take().is_some() {
+            self.shared.chain.storage().sync()?;
+        }
         Ok(())
     }
 
@@ -655,7 +692,12 @@ impl Driver {
                 return Ok(());
             }
         };
-        match self.shared.chain.commit(&proposal, &certificate) {
+        let durability = self.synced_block_durability();
+        match self
+            .shared
+            .chain
+            .commit(&proposal, &certificate, durability)
+        {
             Ok(()) => {}
             Err(err @ ChainError::Storage(_)) => return Err(err.into()),
             Err(err) => {
@@ -805,6 +847,24 @@ mod tests {
         );
         assert!(d.shared.mempool().is_empty());
         assert!(d.next_deadline(now) >= now + MEMPOOL_POLL);
+    }
+
+    #[test]
+    fn fetched_blocks_wait_for_the_disk_only_within_bounds() {
+        let (_, own, _) = keys();
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, _) = driver(dir.path(), &own);
+        for _ in 1..MAX_UNSYNCED_BLOCKS {
+            assert_eq!(d.synced_block_durability(), Durability::Deferred);
+        }
+        assert_eq!(d.synced_block_durability(), Durability::Synced);
+        assert_eq!(d.unsynced, None);
+        assert_eq!(d.synced_block_durability(), Durability::Deferred);
+        let (since, _) = d.unsynced.unwrap();
+        d.on_tick(since + MAX_UNSYNCED_AGE / 2).unwrap();
+        assert!(d.unsynced.is_some(), "too early to sync");
+        d.on_tick(since + MAX_UNSYNCED_AGE).unwrap();
+        assert_eq!(d.unsynced, None, "synced once old enough");
     }
 
     #[test]

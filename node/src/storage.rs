@@ -1,6 +1,7 @@
 //! RocksDB storage, one column family per table. A block, its certificate, its receipts,
-//! its transaction index and its state changes are written in one synced `WriteBatch`, so a
-//! crash leaves either all of a block or none of it.
+//! its state changes and its tree nodes are written in one `WriteBatch` (synced, except
+//! for blocks fetched from peers: see [`Durability`]), so a crash leaves either all of a
+//! block or none of it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -171,6 +172,18 @@ fn retired_cfs(opts: &Options, path: &Path) -> Vec<ColumnFamilyDescriptor> {
         .collect()
 }
 
+/// Whether a block's commit returns only once its write-ahead log is on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// What this node decided, and signed for, must survive a power loss.
+    Synced,
+    /// A certified block fetched from a peer: left to the next synced write (any of this
+    /// validator's signed messages, a decided block) or [`Storage::sync`]. A power loss
+    /// would only make the node fetch it again: RocksDB replays its log up to the last
+    /// whole batch, so what is lost is the last blocks, never part of one.
+    Deferred,
+}
+
 /// Everything one block commit writes.
 #[derive(Debug)]
 pub struct BlockCommit<'a> {
@@ -182,6 +195,7 @@ pub struct BlockCommit<'a> {
     pub state_nodes: &'a NodeWrites,
     /// The set this block installs, when it changes the set.
     pub next_validators: Option<&'a ValidatorSet>,
+    pub durability: Durability,
 }
 
 /// The node's database. Cloning it clones a handle (execution lends one to each contract
@@ -349,9 +363,18 @@ impl Storage {
     }
 
     fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.write(batch, Durability::Synced)
+    }
+
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
         let mut opts = WriteOptions::default();
-        opts.set_sync(true);
+        opts.set_sync(durability == Durability::Synced);
         Ok(self.db.write_opt(batch, &opts)?)
+    }
+
+    /// Makes every write so far durable (the commits left `Deferred`).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        Ok(self.db.flush_wal(true)?)
     }
 
     fn meta(&self) -> Result<Option<ChainMeta>, StorageError> {
@@ -412,7 +435,8 @@ impl Storage {
         Ok(blocks)
     }
 
-    /// Writes a whole block atomically and durably (WAL synced before returning).
+    /// Writes a whole block atomically; durably (WAL synced before returning) unless its
+    /// durability is `Deferred`.
     pub fn commit_block(&self, commit: &BlockCommit<'_>) -> Result<(), StorageError> {
         let height = commit.block.header.height;
         let Some(mut meta) = self.meta()? else {
@@ -458,7 +482,7 @@ impl Storage {
         // tree is read through this handle only by the committing thread (state_update):
         // its cache needs no forgetting.
         self.state_cache.forget(commit.changes.keys());
-        self.write_synced(batch)?;
+        self.write(batch, commit.durability)?;
         self.applied(commit.changes, commit.state_nodes);
         Ok(())
     }

@@ -12,7 +12,7 @@ use bidchain_runtime::validator::ValidatorSet;
 
 use crate::chain::{Chain, ChainError};
 use crate::node::NodeError;
-use crate::storage::Storage;
+use crate::storage::{Durability, Storage};
 use bidchain_runtime::bounded::BoundedString;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{ChainId, Nonce};
@@ -158,7 +158,8 @@ impl TestChain {
         let proposal = self.chain.build_proposal(txs, time, proposer)?;
         let set = self.chain.validator_set()?;
         let certificate = certify(&proposal.block.header, &set, &self.validators);
-        self.chain.commit(&proposal, &certificate)?;
+        self.chain
+            .commit(&proposal, &certificate, Durability::Synced)?;
         Ok(proposal.executed.receipts)
     }
 }

@@ -2,9 +2,9 @@
 //! A contract is a function from its call input to `Result<(), Refusal>`, registered with
 //! [`entry!`]; state, caller, block and seed come from the functions here.
 //!
-//! Memory: a bump allocator that never frees, from the linker's `__heap_base` up. Each call
-//! runs in a fresh instance, so a call's memory is gone when it returns; the host bounds
-//! how far it may grow.
+//! Memory: a bump allocator from the linker's `__heap_base` up, which frees only its last
+//! allocation. Each call runs in a fresh instance, so a call's memory is gone when it
+//! returns; the host bounds how far it may grow.
 
 #![no_std]
 
@@ -37,33 +37,73 @@ mod wasm {
     // One thread: wasm32-unknown-unknown without the threads feature.
     unsafe impl Sync for Bump {}
 
-    unsafe impl GlobalAlloc for Bump {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+    impl Bump {
+        /// The heap starts above the stack and data, where the linker says, and uses the
+        /// initial memory before growing it: each growth costs the host a system call (and
+        /// another to undo it when it reuses the memory).
+        fn start(&self) {
             if self.end.get() == 0 {
-                // The heap starts above the stack and data, where the linker says, and
-                // uses the initial memory before growing it: each growth costs the host a
-                // system call (and another to undo it when it reuses the memory).
                 self.next.set(&raw const __heap_base as usize);
                 self.end
                     .set(core::arch::wasm32::memory_size(0) * PAGE_BYTES);
             }
-            let align = layout.align();
-            let start = (self.next.get() + align - 1) & !(align - 1);
-            let Some(new_next) = start.checked_add(layout.size()) else {
-                return core::ptr::null_mut();
-            };
+        }
+
+        /// Moves the top of the heap to `new_next`, growing memory if it must.
+        fn set_top(&self, new_next: usize) -> bool {
             if new_next > self.end.get() {
                 let pages = (new_next - self.end.get()).div_ceil(PAGE_BYTES);
                 if core::arch::wasm32::memory_grow(0, pages) == usize::MAX {
-                    return core::ptr::null_mut();
+                    return false;
                 }
                 self.end.set(self.end.get() + pages * PAGE_BYTES);
             }
             self.next.set(new_next);
-            start as *mut u8
+            true
         }
 
-        unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {}
+        /// Whether `ptr..ptr + size` is the last allocation (the one at the top).
+        fn is_top(&self, ptr: *mut u8, size: usize) -> bool {
+            ptr as usize + size == self.next.get()
+        }
+    }
+
+    // Every page a call writes is reset by the host before the next call (a copy per
+    // page), and a vector that grows by reallocation would otherwise leave each smaller
+    // copy behind: the last allocation grows, shrinks and is freed in place.
+    unsafe impl GlobalAlloc for Bump {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            self.start();
+            let align = layout.align();
+            let start = (self.next.get() + align - 1) & !(align - 1);
+            match start.checked_add(layout.size()) {
+                Some(new_next) if self.set_top(new_next) => start as *mut u8,
+                _ => core::ptr::null_mut(),
+            }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            if self.is_top(ptr, layout.size()) {
+                self.next.set(ptr as usize);
+            }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            if self.is_top(ptr, layout.size()) {
+                return match (ptr as usize).checked_add(new_size) {
+                    Some(new_next) if self.set_top(new_next) => ptr,
+                    _ => core::ptr::null_mut(),
+                };
+            }
+            // Not at the top: a new block and a copy, as the default does.
+            let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+            let new_ptr = unsafe { self.alloc(new_layout) };
+            if !new_ptr.is_null() {
+                let kept = layout.size().min(new_size);
+                unsafe { core::ptr::copy_nonoverlapping(ptr, new_ptr, kept) };
+            }
+            new_ptr
+        }
     }
 
     #[global_allocator]
