@@ -49,8 +49,9 @@ const MAX_TX_GOSSIP_PER_TURN: usize = 1_024;
 /// Room left in a block for its header and length prefixes.
 const HEADER_ALLOWANCE_BYTES: usize = 4 * 1024;
 /// Blocks fetched from peers are committed without waiting for the disk (see
-/// [`Durability::Deferred`]); the log is synced after this many, or this long after the
-/// first: what a power loss can make a catching-up node fetch again.
+/// [`Durability::Deferred`]): at most this many in a row, and the log is synced once the
+/// first is this old (checked every loop turn, at most `MAX_WAIT` apart). That is what a
+/// power loss can make a catching-up node fetch again.
 const MAX_UNSYNCED_BLOCKS: u32 = 64;
 const MAX_UNSYNCED_AGE: Duration = Duration::from_millis(500);
 
@@ -173,6 +174,12 @@ impl Driver {
 
     /// Runs until `stop` is set or a storage failure makes going on unsafe.
     pub fn run(mut self, inbox: Inbox, stop: &AtomicBool) -> Result<(), DriverError> {
+        let result = self.run_until(inbox, stop);
+        // Whatever stopped the loop, fetched blocks committed so far reach the disk.
+        self.sync_deferred().and(result)
+    }
+
+    fn run_until(&mut self, inbox: Inbox, stop: &AtomicBool) -> Result<(), DriverError> {
         let mut inbox_open = true;
         while !stop.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -192,7 +199,7 @@ impl Driver {
             }
             self.on_tick(Instant::now())?;
         }
-        self.sync_deferred()
+        Ok(())
     }
 
     fn next_deadline(&self, now: Instant) -> Instant {
@@ -394,6 +401,7 @@ impl Driver {
         }
         if !entries.is_empty() {
             self.shared.chain.storage().log_signed(&entries, &blocks)?;
+            self.note_commit(Durability::Synced);
         }
         Ok(())
     }
@@ -460,21 +468,28 @@ impl Driver {
         self.shared
             .chain
             .commit(&proposal, certificate, Durability::Synced)?;
-        // A synced write syncs the log before it too.
-        self.unsynced = None;
+        self.note_commit(Durability::Synced);
         self.after_commit(&proposal);
         Ok(())
     }
 
     /// How a fetched block is committed: deferred, unless enough are waiting already.
-    fn synced_block_durability(&mut self) -> Durability {
-        let (since, count) = self.unsynced.unwrap_or((Instant::now(), 0));
-        if count + 1 >= MAX_UNSYNCED_BLOCKS {
-            self.unsynced = None;
-            return Durability::Synced;
+    fn synced_block_durability(&self) -> Durability {
+        match self.unsynced {
+            Some((_, count)) if count >= MAX_UNSYNCED_BLOCKS => Durability::Synced,
+            _ => Durability::Deferred,
         }
-        self.unsynced = Some((since, count + 1));
-        Durability::Deferred
+    }
+
+    /// Counts a commit that was written: a synced write syncs the log before it too.
+    fn note_commit(&mut self, durability: Durability) {
+        self.unsynced = match durability {
+            Durability::Synced => None,
+            Durability::Deferred => {
+                let (since, count) = self.unsynced.unwrap_or((Instant::now(), 0));
+                Some((since, count + 1))
+            }
+        };
     }
 
     fn sync_deferred(&mut self) -> Result<(), DriverError> {
@@ -698,7 +713,7 @@ impl Driver {
             .chain
             .commit(&proposal, &certificate, durability)
         {
-            Ok(()) => {}
+            Ok(()) => self.note_commit(durability),
             Err(err @ ChainError::Storage(_)) => return Err(err.into()),
             Err(err) => {
                 tracing::warn!(%err, "peer's commit certificate does not verify");
@@ -854,12 +869,14 @@ mod tests {
         let (_, own, _) = keys();
         let dir = tempfile::tempdir().unwrap();
         let (mut d, _) = driver(dir.path(), &own);
-        for _ in 1..MAX_UNSYNCED_BLOCKS {
+        for _ in 0..MAX_UNSYNCED_BLOCKS {
             assert_eq!(d.synced_block_durability(), Durability::Deferred);
+            d.note_commit(Durability::Deferred);
         }
         assert_eq!(d.synced_block_durability(), Durability::Synced);
+        d.note_commit(Durability::Synced);
         assert_eq!(d.unsynced, None);
-        assert_eq!(d.synced_block_durability(), Durability::Deferred);
+        d.note_commit(Durability::Deferred);
         let (since, _) = d.unsynced.unwrap();
         d.on_tick(since + MAX_UNSYNCED_AGE / 2).unwrap();
         assert!(d.unsynced.is_some(), "too early to sync");
@@ -1010,10 +1027,14 @@ mod tests {
         assert!(!forged.signatures_checked());
         d.on_synced(forged).unwrap();
         assert_eq!(d.shared.chain.tip().unwrap().height, Height::GENESIS);
+        assert_eq!(d.unsynced, None, "a refused block is not counted");
 
         let good = synced(good);
         assert!(good.signatures_checked());
         d.on_synced(good).unwrap();
         assert_eq!(d.shared.chain.tip().unwrap().height, Height(1));
+        assert!(d.unsynced.is_some_and(|(_, count)| count == 1), "deferred");
+        d.sync_deferred().unwrap();
+        assert_eq!(d.unsynced, None);
     }
 }
