@@ -14,6 +14,7 @@ pub mod p2p;
 pub mod proofs;
 pub mod read_cache;
 pub mod rpc;
+pub mod rpc_listener;
 pub mod shared;
 pub mod storage;
 pub mod testing;

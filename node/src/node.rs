@@ -16,6 +16,7 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::driver::{Driver, DriverConfig, DriverError};
 use crate::keyfile::{KeyFileError, read_key_file};
 use crate::mempool::Mempool;
+use crate::rpc_listener::{BoundedListener, MAX_RPC_CONNECTIONS, RPC_IDLE_TIMEOUT};
 use crate::shared::Shared;
 use crate::storage::{Storage, StorageError};
 
@@ -127,6 +128,7 @@ pub async fn run(
             _ = driver_done => {}
         }
     };
+    let listener = BoundedListener::new(listener, MAX_RPC_CONNECTIONS, RPC_IDLE_TIMEOUT);
     let served = axum::serve(listener, crate::rpc::router(shared))
         .with_graceful_shutdown(stop_serving)
         .await;
