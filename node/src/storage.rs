@@ -127,6 +127,23 @@ pub struct BlockBody {
     pub txs: Vec<SignedTransaction>,
     pub last_commit: Option<CommitCertificate>,
 }
+
+/// A [`BlockBody`] borrowed from its block, written without copying the transactions; its
+/// encoding is the `BlockBody`'s.
+#[derive(Encode)]
+struct BlockBodyRef<'a> {
+    txs: &'a [SignedTransaction],
+    last_commit: &'a Option<CommitCertificate>,
+}
+
+impl<'a> BlockBodyRef<'a> {
+    fn of(block: &'a Block) -> Self {
+        BlockBodyRef {
+            txs: &block.txs,
+            last_commit: &block.last_commit,
+        }
+    }
+}
 table!(Commits, "commits", Height, CommitCertificate);
 // A receipt names its transaction's height and index: it is the transaction index too.
 table!(Receipts, "receipts", TxHash, Receipt);
@@ -358,6 +375,16 @@ impl Storage {
         key: &T::Key,
         value: &T::Value,
     ) -> Result<(), StorageError> {
+        self.put_as::<T>(batch, key, value)
+    }
+
+    /// [`Storage::put`] of a value that encodes as a `T::Value` does (a borrowed form).
+    fn put_as<T: Table>(
+        &self,
+        batch: &mut WriteBatch,
+        key: &T::Key,
+        value: &impl Encode,
+    ) -> Result<(), StorageError> {
         batch.put_cf(self.cf(T::NAME)?, key.key_bytes(), codec::encode(value));
         Ok(())
     }
@@ -450,11 +477,8 @@ impl Storage {
         }
         let mut batch = WriteBatch::default();
         self.put::<Headers>(&mut batch, &height, &commit.block.header)?;
-        let body = BlockBody {
-            txs: commit.block.txs.to_vec(),
-            last_commit: commit.block.last_commit.clone(),
-        };
-        self.put::<Bodies>(&mut batch, &height, &body)?;
+        let body = BlockBodyRef::of(commit.block);
+        self.put_as::<Bodies>(&mut batch, &height, &body)?;
         self.put::<Commits>(&mut batch, &height, commit.certificate)?;
         for receipt in commit.receipts {
             self.put::<Receipts>(&mut batch, &receipt.tx_hash, receipt)?;
@@ -808,6 +832,41 @@ mod tests {
             .map(|k| StateView::get(&cold, k).unwrap())
             .collect();
         assert_eq!(warm_state, cold_state);
+    }
+
+    #[test]
+    fn a_block_body_is_written_borrowed_and_read_back_whole() {
+        use crate::testing::{TestChain, create_account_tx};
+        use bidchain_runtime::crypto::Keypair;
+        use bidchain_runtime::time::Timestamp;
+        use bidchain_runtime::tx::Role;
+
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = crate::testing::genesis_for(&[1], &[]);
+        let hub = Keypair::from_seed_for_tests(1);
+        let chain = TestChain::open(dir.path(), genesis.clone(), hub.clone()).unwrap();
+        for nonce in 0..2u64 {
+            let tx = create_account_tx(
+                &hub,
+                nonce,
+                &Keypair::from_seed_for_tests(50 + nonce),
+                Role::Bidder,
+            );
+            let time =
+                Timestamp::from_millis(genesis.genesis_time.as_millis() + (nonce + 1) * 1_000);
+            chain.commit(vec![tx], time).unwrap();
+        }
+        let block = chain.chain.storage().block(Height(2)).unwrap().unwrap();
+        assert_eq!(block.txs.len(), 1);
+        assert!(block.last_commit.is_some());
+        let owned = BlockBody {
+            txs: block.txs.to_vec(),
+            last_commit: block.last_commit.clone(),
+        };
+        assert_eq!(
+            codec::encode(&BlockBodyRef::of(&block)),
+            codec::encode(&owned)
+        );
     }
 
     #[test]
