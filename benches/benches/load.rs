@@ -17,7 +17,10 @@
 //! fast as the nodes admit), `LOAD_SECONDS` measured (60), `LOAD_WARMUP_SECONDS` (10),
 //! `LOAD_MIX` `bids` | `accounts` | `mixed` (bids), `LOAD_BIDDERS` (the rate, at least 400),
 //! `LOAD_BATCH_MS` (0: one `POST /txs` per transaction; else every that many ms each node
-//! gets the transactions due since in one `POST /txs/batch`). Needs the release
+//! gets the transactions due since in one `POST /txs/batch`), `LOAD_MAX_WAIT_MS` (the
+//! nodes' `mempool.max_wait_ms`; 0 turns their refusal of clients while behind off). A
+//! submission refused as `busy` is resent after `BUSY_BACKOFF`, as a client told to retry
+//! shortly would; latency still counts from when it was due. Needs the release
 //! `bidchain` binary (or `BIDCHAIN_BIN`). Writes `$CARGO_TARGET_DIR/bench-results/load.json`
 //! (or `$BENCH_OUT`) and prints a one-line summary.
 
@@ -32,15 +35,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use bidchain_cli::client::{Client, Refused};
+use bidchain_cli::client::{Client, Refused, while_busy};
 use bidchain_cli::localnet::{Localnet, LocalnetSpec};
 use bidchain_cli::process::{NodeProcess, locate_bidchain};
 use bidchain_cli::trading::{self, contract_names as names};
 use bidchain_genesis::ConsensusParams;
-use bidchain_node::api::MAX_SUBMIT_BATCH_TXS;
+use bidchain_node::api::{MAX_SUBMIT_BATCH_TXS, SubmitBatch};
+use bidchain_node::mempool::{DEFAULT_MAX_WAIT_MS, MempoolConfig};
 use bidchain_node::storage::Storage;
 use bidchain_node::testing::create_account_tx_on;
 use bidchain_runtime::crypto::Keypair;
@@ -62,6 +67,10 @@ const MAX_IN_FLIGHT_PER_NODE: usize = 512;
 const BIDDERS_PER_TENDER: usize = MAX_BIDS_PER_TENDER;
 /// Transactions signed per second of the run when sending as fast as admitted.
 const UNLIMITED_SUPPLY_PER_S: u64 = 4_000;
+/// How long a sender waits before resending what a node refused as `busy`.
+const BUSY_BACKOFF: Duration = Duration::from_millis(100);
+/// A sender gives a transaction up after it has been refused as `busy` for this long.
+const MAX_BUSY_RETRY: Duration = Duration::from_secs(30);
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -86,6 +95,8 @@ struct Settings {
     bidders: usize,
     /// 0: one request per transaction; else a batch per node every this many ms.
     batch_ms: u64,
+    /// The nodes' `mempool.max_wait_ms`.
+    max_wait_ms: u64,
 }
 
 impl Settings {
@@ -112,6 +123,7 @@ impl Settings {
             // to `MAX_NONCE_AHEAD` past the next nonce until the gap fills.)
             bidders: env("LOAD_BIDDERS", rate_or_default.max(400) as usize),
             batch_ms: env("LOAD_BATCH_MS", 0),
+            max_wait_ms: env("LOAD_MAX_WAIT_MS", DEFAULT_MAX_WAIT_MS),
         }
     }
 
@@ -220,11 +232,24 @@ async fn watch_heights(client: Client, seen: Seen, stop: Arc<std::sync::atomic::
     }
 }
 
+/// A transaction whose latency is measured.
+struct Sample {
+    hash: TxHash,
+    node: usize,
+    /// When it was due: latency counts from here.
+    due: Instant,
+    /// When the sender got the node's answer that admitted it (after any `busy`
+    /// refusals).
+    admitted: Arc<OnceLock<Instant>>,
+}
+
 #[derive(Default)]
 struct Sent {
-    /// (hash, node, submit time) of the sampled transactions.
-    samples: Vec<(TxHash, usize, Instant)>,
+    samples: Vec<Sample>,
+    /// Refused for good (a `busy` refusal counts only once the sender gave up).
     refused: BTreeMap<String, u64>,
+    /// Requests refused as `busy` and resent.
+    busy_resent: u64,
     sent: u64,
 }
 
@@ -234,11 +259,38 @@ impl Sent {
         for (code, n) in other.refused {
             *self.refused.entry(code).or_default() += n;
         }
+        self.busy_resent += other.busy_resent;
         self.sent += other.sent;
     }
 }
 
 type Refusals = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// Sends until answered with anything but `busy` (the node is behind, or its batch
+/// admission is full), resending after [`BUSY_BACKOFF`] for at most [`MAX_BUSY_RETRY`];
+/// counts the resends in `resent`.
+async fn send_until_not_busy<T, Fut>(
+    resent: &AtomicU64,
+    send: impl FnMut() -> Fut,
+) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let count = || {
+        resent.fetch_add(1, Ordering::Relaxed);
+    };
+    while_busy(MAX_BUSY_RETRY, BUSY_BACKOFF, count, send).await
+}
+
+/// A sample of the `i`th transaction to node `node`, if it is one.
+fn sample(i: usize, tx: &SignedTransaction, node: usize, due: Instant) -> Option<Sample> {
+    i.is_multiple_of(SAMPLE_EVERY).then(|| Sample {
+        hash: tx.hash(),
+        node,
+        due,
+        admitted: Arc::default(),
+    })
+}
 
 fn count_refusal(refused: &Refusals, err: &anyhow::Error) {
     let code = err
@@ -314,7 +366,7 @@ async fn send_one_by_one(
     pace: Pace,
 ) -> Sent {
     let gate = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_NODE));
-    let refused = Refusals::default();
+    let (refused, resent) = (Refusals::default(), Arc::new(AtomicU64::new(0)));
     let mut samples = Vec::new();
     let mut inflight = Vec::new();
     for (i, tx) in txs.into_iter().enumerate() {
@@ -322,27 +374,33 @@ async fn send_one_by_one(
             tokio::time::sleep_until(due.into()).await;
         }
         let permit = gate.clone().acquire_owned().await.unwrap();
-        if i % SAMPLE_EVERY == 0 {
-            // From when it was due, as in batches: a wait at the gate counts.
-            samples.push((tx.hash(), node, pace.due(i).unwrap_or_else(Instant::now)));
-        }
-        let (client, refused) = (client.clone(), refused.clone());
+        // From when it was due, as in batches: a wait at the gate counts.
+        let sampled = sample(i, &tx, node, pace.due(i).unwrap_or_else(Instant::now));
+        let admitted = sampled.as_ref().map(|s| s.admitted.clone());
+        samples.extend(sampled);
+        let (client, refused, resent) = (client.clone(), refused.clone(), resent.clone());
         inflight.push(tokio::spawn(async move {
-            if let Err(err) = client.submit(&tx).await {
-                count_refusal(&refused, &err);
+            match send_until_not_busy(&resent, || client.submit(&tx)).await {
+                Ok(_) => {
+                    if let Some(at) = admitted {
+                        let _ = at.set(Instant::now());
+                    }
+                }
+                Err(err) => count_refusal(&refused, &err),
             }
             drop(permit);
         }));
     }
     let sent = inflight.len() as u64;
-    finish(inflight, samples, &refused, sent).await
+    finish(inflight, samples, &refused, &resent, sent).await
 }
 
 /// Waits for a node's requests still in flight and tallies what was sent.
 async fn finish(
     inflight: Vec<tokio::task::JoinHandle<()>>,
-    samples: Vec<(TxHash, usize, Instant)>,
+    samples: Vec<Sample>,
     refused: &Refusals,
+    resent: &AtomicU64,
     sent: u64,
 ) -> Sent {
     for task in inflight {
@@ -352,6 +410,7 @@ async fn finish(
     Sent {
         samples,
         refused,
+        busy_resent: resent.load(Ordering::Relaxed),
         sent,
     }
 }
@@ -367,7 +426,7 @@ async fn send_in_batches(
     batch_ms: u64,
 ) -> Sent {
     let gate = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT_PER_NODE));
-    let refused = Refusals::default();
+    let (refused, resent) = (Refusals::default(), Arc::new(AtomicU64::new(0)));
     let mut samples = Vec::new();
     let mut inflight = Vec::new();
     let total = txs.len();
@@ -381,24 +440,35 @@ async fn send_in_batches(
             .min(total)
             .min(next + MAX_SUBMIT_BATCH_TXS);
         let batch: Vec<SignedTransaction> = txs.by_ref().take(end - next).collect();
+        let first = samples.len();
         for (i, tx) in (next..end).zip(&batch) {
-            if i % SAMPLE_EVERY == 0 {
-                samples.push((tx.hash(), node, pace.due(i).unwrap_or(tick)));
-            }
+            samples.extend(sample(i, tx, node, pace.due(i).unwrap_or(tick)));
         }
+        let admitted: Vec<_> = samples[first..]
+            .iter()
+            .map(|s| (s.hash, s.admitted.clone()))
+            .collect();
         next = end;
         if batch.is_empty() {
             continue;
         }
         let permit = gate.clone().acquire_owned().await.unwrap();
-        let (client, refused) = (client.clone(), refused.clone());
+        let (client, refused, resent) = (client.clone(), refused.clone(), resent.clone());
         inflight.push(tokio::spawn(async move {
             let len = batch.len();
-            match client.submit_batch(batch).await {
+            let body = bidchain_runtime::codec::encode(&SubmitBatch::new(batch).unwrap());
+            let answer =
+                send_until_not_busy(&resent, || client.submit_batch_raw(body.clone())).await;
+            match answer {
                 Ok(answer) => {
+                    let now = Instant::now();
                     for item in answer.results {
                         if let Some(err) = item.refused {
                             *refused.lock().unwrap().entry(err.code).or_default() += 1;
+                        } else if let Some((_, at)) =
+                            admitted.iter().find(|(hash, _)| *hash == item.tx_hash)
+                        {
+                            let _ = at.set(now);
                         }
                     }
                 }
@@ -411,7 +481,7 @@ async fn send_in_batches(
             drop(permit);
         }));
     }
-    finish(inflight, samples, &refused, total as u64).await
+    finish(inflight, samples, &refused, &resent, total as u64).await
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -584,6 +654,10 @@ async fn run(settings: Settings) -> serde_json::Value {
         block_interval_ms: 100,
         ..ConsensusParams::default()
     };
+    spec.mempool = MempoolConfig {
+        max_wait_ms: settings.max_wait_ms,
+        ..MempoolConfig::default()
+    };
     let mut net = Localnet::create_or_load(&dir.join("net"), &spec).unwrap();
     let bin = locate_bidchain().unwrap();
     let mut nodes = Vec::new();
@@ -669,10 +743,19 @@ async fn run(settings: Settings) -> serde_json::Value {
     watcher.await.unwrap();
     let seen = seen.lock().unwrap().clone();
     let mut latencies_ms = Vec::new();
+    let mut admitted_latencies_ms = Vec::new();
     let mut uncommitted = 0u64;
     // Included but refused by a rule, by code: the load is built so that there are none.
     let mut rejected = BTreeMap::<String, u64>::new();
-    for (hash, node, submitted) in &sent.samples {
+    let ms_between =
+        |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1000.0;
+    for Sample {
+        hash,
+        node,
+        due,
+        admitted,
+    } in &sent.samples
+    {
         let answer = nodes[*node].client.tx(hash).await.ok();
         if let Some(TxOutcome::Rejected { code, .. }) =
             answer.as_ref().and_then(|a| a.result.as_ref())
@@ -683,12 +766,18 @@ async fn run(settings: Settings) -> serde_json::Value {
         let committed = height.and_then(|h| seen.range(h.0..).next().map(|(_, t)| *t));
         match committed {
             Some(at) => {
-                latencies_ms.push(at.saturating_duration_since(*submitted).as_secs_f64() * 1000.0)
+                latencies_ms.push(ms_between(*due, at));
+                admitted_latencies_ms.extend(admitted.get().map(|from| ms_between(*from, at)));
             }
             None => uncommitted += 1,
         }
     }
     latencies_ms.sort_by(f64::total_cmp);
+    admitted_latencies_ms.sort_by(f64::total_cmp);
+    let (admitted_p50, admitted_p99) = (
+        percentile(&admitted_latencies_ms, 50.0),
+        percentile(&admitted_latencies_ms, 99.0),
+    );
     let total_committed = committed_total(&client).await;
     let disk: Vec<u64> = net
         .nodes
@@ -707,7 +796,8 @@ async fn run(settings: Settings) -> serde_json::Value {
     println!(
         "load {} validators, {:?}, offered {} tx/s: committed {committed_per_s:.0} tx/s over {} s; \
          latency p50 {p50:.0} ms p90 {p90:.0} ms p99 {p99:.0} ms ({} samples, {uncommitted} not committed, rejected by the rules {rejected:?}); \
-         CPU per node {:?} % of a core (load generator {generator_cpu_percent:.0} %); peak RSS {:?} MiB; {bytes_per_tx:.0} bytes in the data dir per tx (write-ahead log included); refused {:?}",
+         admitted→commit p50 {admitted_p50:.0} ms p99 {admitted_p99:.0} ms; \
+         CPU per node {:?} % of a core (load generator {generator_cpu_percent:.0} %); peak RSS {:?} MiB; {bytes_per_tx:.0} bytes in the data dir per tx (write-ahead log included); refused {:?}, resent after `busy` {}",
         settings.validators,
         settings.mix,
         settings.rate,
@@ -719,6 +809,7 @@ async fn run(settings: Settings) -> serde_json::Value {
             .collect::<Vec<_>>(),
         peak_mib,
         sent.refused,
+        sent.busy_resent,
     );
     let catch_up = observer_catch_up(&mut net, &bin, settings.validators, &client).await;
     println!(
@@ -740,15 +831,19 @@ async fn run(settings: Settings) -> serde_json::Value {
         "validators": settings.validators,
         "mix": format!("{:?}", settings.mix).to_lowercase(),
         "batch_ms": settings.batch_ms,
+        "max_wait_ms": settings.max_wait_ms,
         "offered_txs_per_s": settings.rate,
         "measured_seconds": settings.seconds,
         "warmup_seconds": settings.warmup_seconds,
         "sent": sent.sent,
         "refused": sent.refused,
+        "busy_resent": sent.busy_resent,
         "committed_txs_per_s": committed_per_s,
         "commit_latency_ms_p50": p50,
         "commit_latency_ms_p90": p90,
         "commit_latency_ms_p99": p99,
+        "admitted_to_commit_ms_p50": admitted_p50,
+        "admitted_to_commit_ms_p99": admitted_p99,
         "latency_samples": latencies_ms.len(),
         "samples_not_committed": uncommitted,
         "samples_rejected": rejected,

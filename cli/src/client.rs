@@ -12,6 +12,12 @@ use serde::de::DeserializeOwned;
 
 /// Longest a single request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle connection to a node is kept for reuse.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`Client::sign_and_submit`] keeps resending what the node refuses as `busy`.
+const SUBMIT_BUSY_RETRY: Duration = Duration::from_secs(10);
+/// The wait before each resend after `busy`.
+const BUSY_BACKOFF: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -28,10 +34,45 @@ pub struct Refused {
     pub status: u16,
 }
 
+impl Refused {
+    /// Whether this refusal asks to retry shortly (the node is behind, or its admission
+    /// is full).
+    pub fn is_busy(err: &anyhow::Error) -> bool {
+        err.downcast_ref::<Refused>()
+            .is_some_and(|r| r.code == "busy")
+    }
+}
+
+/// Sends until answered with anything but `busy`, resending after `backoff` for at most
+/// `give_up`; `on_resend` is called at each resend.
+pub async fn while_busy<T, Fut>(
+    give_up: Duration,
+    backoff: Duration,
+    mut on_resend: impl FnMut(),
+    mut send: impl FnMut() -> Fut,
+) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let start = Instant::now();
+    loop {
+        match send().await {
+            Err(err) if Refused::is_busy(&err) && start.elapsed() < give_up => {
+                on_resend();
+                tokio::time::sleep(backoff).await;
+            }
+            answer => return answer,
+        }
+    }
+}
+
 impl Client {
     pub fn new(base: &str) -> Result<Client> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            // Shorter than the node's idle limit (60 s): a connection is not reused just
+            // as the node closes it.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()?;
         Ok(Client {
             base: base.trim_end_matches('/').to_owned(),
@@ -178,7 +219,7 @@ impl Client {
     }
 
     /// Signs `payload` with `key` at the account's next nonce (pending transactions
-    /// counted) and submits it.
+    /// counted) and submits it, resending it for a while if the node is `busy`.
     pub async fn sign_and_submit(&self, key: &Keypair, payload: Payload) -> Result<SubmitResponse> {
         let status = self.status().await?;
         let nonce = self
@@ -192,7 +233,8 @@ impl Client {
             payload,
         }
         .sign(key);
-        self.submit(&tx).await
+        let resend = || tracing::info!("the node is behind (busy); resending shortly");
+        while_busy(SUBMIT_BUSY_RETRY, BUSY_BACKOFF, resend, || self.submit(&tx)).await
     }
 
     /// Polls until the transaction is in a block (committed or rejected by the rules).

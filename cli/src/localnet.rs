@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail, ensure};
 use bidchain_genesis::{ConsensusParams, Genesis, GenesisValidator};
 use bidchain_node::config::NodeConfig;
 use bidchain_node::keyfile::read_key_file;
+use bidchain_node::mempool::MempoolConfig;
 use bidchain_runtime::bounded::BoundedString;
 use bidchain_runtime::crypto::{Keypair, PublicKey};
 use bidchain_runtime::time::Timestamp;
@@ -39,6 +40,8 @@ pub struct LocalnetSpec {
     pub chain_id: String,
     pub consensus: ConsensusParams,
     pub empty_block_interval_ms: u64,
+    /// Every node's mempool settings.
+    pub mempool: MempoolConfig,
 }
 
 impl LocalnetSpec {
@@ -50,6 +53,7 @@ impl LocalnetSpec {
             chain_id: "bidchain-localnet".to_owned(),
             consensus: ConsensusParams::default(),
             empty_block_interval_ms: 1_000,
+            mempool: MempoolConfig::default(),
         }
     }
 }
@@ -216,6 +220,7 @@ impl Localnet {
                 NodeConfig::new(&node.name, SocketAddr::from((Ipv4Addr::LOCALHOST, *rpc)));
             config.p2p_listen.clone_from(&node.p2p_address);
             config.empty_block_interval_ms = spec.empty_block_interval_ms;
+            config.mempool = spec.mempool;
             config.observer = node.role == NodeRole::Observer;
             if node.role == NodeRole::Validator {
                 config.observers.clone_from(&observers);

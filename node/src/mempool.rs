@@ -3,8 +3,16 @@
 //! refuses. A transaction up to [`MAX_NONCE_AHEAD`] past its sender's next nonce is held
 //! until the ones before it arrive (a client's concurrent requests can arrive out of
 //! order); only the gap-free run from the committed nonce is handed to the proposer.
+//!
+//! Clients are also refused (`busy`) while the queue stands: the oldest includable
+//! transaction has waited here longer than `max_wait_ms`, so more arrives than the chain
+//! commits. What is admitted then still commits within about that wait, rather than
+//! behind a backlog of up to `max_txs` (tens of seconds at capacity), and a bidder near a
+//! deadline learns at once that it must retry. A burst the chain drains in time is not
+//! refused. The caller passes the time in.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use bidchain_runtime::execute::{self, TxInvalid};
 use bidchain_runtime::ids::{AccountId, ChainId, Nonce};
@@ -15,6 +23,10 @@ use bidchain_runtime::tx::{MAX_TX_BYTES, SignedTransaction, TxHash};
 pub const DEFAULT_MAX_TXS: usize = 50_000;
 /// Default bound on the encoded bytes held.
 pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Default bound on how long the oldest includable transaction may have waited before
+/// clients are refused: four default block intervals, well above the sub-second wait of
+/// a chain that keeps up.
+pub const DEFAULT_MAX_WAIT_MS: u64 = 2_000;
 /// How far past a sender's next nonce a transaction is held, waiting for the ones before
 /// it; further ahead it is refused (`nonce_gap`). Bounds what one sender holds on a gap.
 pub const MAX_NONCE_AHEAD: u64 = 64;
@@ -29,6 +41,9 @@ pub const MAX_HELD_COMMITS: u64 = 100;
 pub struct MempoolConfig {
     pub max_txs: usize,
     pub max_bytes: usize,
+    /// Clients are refused while the oldest includable transaction has waited longer;
+    /// 0: never (only `max_txs` and `max_bytes` bound the backlog).
+    pub max_wait_ms: u64,
 }
 
 impl Default for MempoolConfig {
@@ -36,6 +51,7 @@ impl Default for MempoolConfig {
         MempoolConfig {
             max_txs: DEFAULT_MAX_TXS,
             max_bytes: DEFAULT_MAX_BYTES,
+            max_wait_ms: DEFAULT_MAX_WAIT_MS,
         }
     }
 }
@@ -47,6 +63,10 @@ pub enum AdmitError {
     Duplicate(TxHash),
     #[error("mempool is full ({txs} transactions, {bytes} bytes); retry later")]
     Full { txs: usize, bytes: usize },
+    #[error(
+        "the oldest pending transaction has waited {waited_ms} ms (more than {max_wait_ms} ms): the chain is behind; retry shortly"
+    )]
+    Backlogged { waited_ms: u64, max_wait_ms: u64 },
     #[error("nonce {got} is already used; the sender's next nonce is {expected}")]
     NonceTooLow { expected: Nonce, got: Nonce },
     #[error("nonce {got} is more than {MAX_NONCE_AHEAD} past the sender's next nonce {expected}")]
@@ -71,6 +91,7 @@ impl AdmitError {
         match self {
             AdmitError::Duplicate(_) => "duplicate",
             AdmitError::Full { .. } => "mempool_full",
+            AdmitError::Backlogged { .. } => "busy",
             AdmitError::TooLarge { .. } => "tx_too_large",
             AdmitError::NonceTooLow { .. } => "nonce_too_low",
             AdmitError::NonceGap { .. } | AdmitError::TooManyHeld { .. } => "nonce_gap",
@@ -88,7 +109,11 @@ impl AdmitError {
 struct Entry {
     tx: SignedTransaction,
     bytes: usize,
+    /// Its place in line: the arrival order, or for one that waited on a gap, the
+    /// order in which it became includable.
     seq: u64,
+    /// When it arrived, or stopped waiting on a gap.
+    queued: Instant,
 }
 
 /// One sender's pending transactions by nonce.
@@ -148,6 +173,9 @@ pub struct Mempool {
     commits: u64,
     next_seq: u64,
     bytes: usize,
+    /// When the first includable transaction in line was queued, as of the last commit
+    /// (or of the admission that ended an empty line): see [`Mempool::check_client_room`].
+    head_queued: Option<Instant>,
 }
 
 impl Mempool {
@@ -162,6 +190,7 @@ impl Mempool {
             commits: 0,
             next_seq: 0,
             bytes: 0,
+            head_queued: None,
         }
     }
 
@@ -229,6 +258,36 @@ impl Mempool {
         Ok(())
     }
 
+    /// Whether a client's `txs` transactions of `encoded_len` bytes in all are taken at
+    /// `now`: they fit, and the queue does not stand, that is, the first includable
+    /// transaction in line has not waited more than `max_wait_ms`. What is first in line
+    /// is proposed first and leaves at its commit (or when its nonce is used), so its
+    /// wait is the queue's. A peer's relay is not paced: another validator took it.
+    pub fn check_client_room(
+        &self,
+        txs: usize,
+        encoded_len: usize,
+        now: Instant,
+    ) -> Result<(), AdmitError> {
+        let max_wait = Duration::from_millis(self.config.max_wait_ms);
+        let waited = self.head_wait(now);
+        if !max_wait.is_zero() && waited > max_wait {
+            return Err(AdmitError::Backlogged {
+                waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                max_wait_ms: self.config.max_wait_ms,
+            });
+        }
+        self.check_room_for(txs, encoded_len)
+    }
+
+    /// How long the first includable transaction in line has waited at `now` (zero when
+    /// none is).
+    pub fn head_wait(&self, now: Instant) -> Duration {
+        self.head_queued.map_or(Duration::ZERO, |queued| {
+            now.saturating_duration_since(queued)
+        })
+    }
+
     /// Admits a transaction whose signature the caller has already verified (signature
     /// checks are the expensive part and run outside the mempool lock).
     pub fn admit_verified<V: StateView + ?Sized>(
@@ -236,6 +295,7 @@ impl Mempool {
         state: &V,
         tx: SignedTransaction,
         encoded_len: usize,
+        now: Instant,
     ) -> Result<TxHash, AdmitError> {
         let hash = tx.hash();
         if self.by_hash.contains_key(&hash) {
@@ -278,24 +338,75 @@ impl Mempool {
                 held: self.held,
             });
         }
-        self.insert(hash, tx, encoded_len, account.nonce);
+        self.insert(hash, tx, encoded_len, account.nonce, now);
         Ok(hash)
     }
 
-    fn insert(&mut self, hash: TxHash, tx: SignedTransaction, bytes: usize, committed: Nonce) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
+    fn insert(
+        &mut self,
+        hash: TxHash,
+        tx: SignedTransaction,
+        bytes: usize,
+        committed: Nonce,
+        now: Instant,
+    ) {
+        let seq = self.take_seq();
         self.order.insert(seq, hash);
         self.bytes += bytes;
         let (sender, nonce) = (tx.tx.sender_id(), tx.tx.nonce);
         self.by_sender
             .entry(sender)
             .or_insert_with(|| Pending::new(committed));
-        self.with_sender(sender, |pending| {
+        let was = self.with_sender(sender, |pending| {
+            let was = pending.next;
             pending.txs.insert(nonce, hash);
             pending.advance();
+            was
         });
-        self.by_hash.insert(hash, Entry { tx, bytes, seq });
+        if let Some(was) = was {
+            self.requeue(sender, was.next(), now);
+        }
+        let entry = Entry {
+            tx,
+            bytes,
+            seq,
+            queued: now,
+        };
+        self.by_hash.insert(hash, entry);
+        if self.head_queued.is_none() && self.has_includable() {
+            self.head_queued = Some(now);
+        }
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// Puts the sender's transactions from nonce `from` to the end of its includable run
+    /// at the back of the line, queued `now`: they waited on a gap until now.
+    fn requeue(&mut self, sender: AccountId, from: Nonce, now: Instant) {
+        let Some(pending) = self.by_sender.get(&sender) else {
+            return;
+        };
+        if from >= pending.next {
+            return;
+        }
+        let hashes: Vec<TxHash> = pending
+            .txs
+            .range(from..pending.next)
+            .map(|(_, h)| *h)
+            .collect();
+        for hash in hashes {
+            let seq = self.take_seq();
+            let Some(entry) = self.by_hash.get_mut(&hash) else {
+                continue;
+            };
+            self.order.remove(&entry.seq);
+            self.order.insert(seq, hash);
+            (entry.seq, entry.queued) = (seq, now);
+        }
     }
 
     /// Includable transactions (none that waits on a gap), up to `max_txs` and
@@ -331,14 +442,16 @@ impl Mempool {
         out
     }
 
-    /// After a commit of `committed` (hash and sender of each transaction in the block):
-    /// drops them, then re-checks the pending runs of their senders only (no other
-    /// sender's committed nonce moved), dropping what the new state made stale; last,
-    /// drops what has waited on a gap for [`MAX_HELD_COMMITS`].
+    /// After a commit at `now` of `committed` (hash and sender of each transaction in the
+    /// block): drops them, then re-checks the pending runs of their senders only (no
+    /// other sender's committed nonce moved), dropping what the new state made stale and
+    /// requeueing what it made includable; drops what has waited on a gap for
+    /// [`MAX_HELD_COMMITS`]; last, notes when the first in line was queued.
     pub fn update_after_commit<V: StateView + ?Sized>(
         &mut self,
         state: &V,
         committed: &[(TxHash, AccountId)],
+        now: Instant,
     ) {
         let senders: BTreeSet<AccountId> = committed.iter().map(|(_, sender)| *sender).collect();
         for (hash, _) in committed {
@@ -350,17 +463,32 @@ impl Mempool {
                 continue;
             }
             // An account that cannot be read (or is gone) leaves nothing includable.
-            let now = match overlay.account(sender) {
+            let nonce = match overlay.account(sender) {
                 Ok(Some(account)) => account.nonce,
                 _ => Nonce(u64::MAX),
             };
-            let stale = self.with_sender(sender, |p| p.recommit(now));
-            for hash in stale.unwrap_or_default() {
+            let recommitted = self.with_sender(sender, |p| (p.next, p.recommit(nonce)));
+            let Some((was, stale)) = recommitted else {
+                continue;
+            };
+            for hash in stale {
                 self.remove(&hash);
             }
+            self.requeue(sender, was, now);
         }
         self.commits += 1;
         self.expire_held();
+        self.head_queued = self.first_in_line();
+    }
+
+    /// When the first includable transaction in line was queued. Walks the line past
+    /// those that wait on a gap: at most a quarter of the pool, once per commit.
+    fn first_in_line(&self) -> Option<Instant> {
+        self.order.values().find_map(|hash| {
+            let entry = self.by_hash.get(hash)?;
+            let pending = self.by_sender.get(&entry.tx.tx.sender_id())?;
+            (entry.tx.tx.nonce < pending.next).then_some(entry.queued)
+        })
     }
 
     fn expire_held(&mut self) {
@@ -420,9 +548,15 @@ mod tests {
         let config = MempoolConfig {
             max_txs,
             max_bytes: 1 << 20,
+            ..MempoolConfig::default()
         };
         let pool = Mempool::new(config, genesis.chain_id);
         (pool, state, Keypair::from_seed_for_tests(1))
+    }
+
+    /// Admission time where a test does not look at waits.
+    fn now() -> Instant {
+        Instant::now()
     }
 
     fn tx(key: &Keypair, nonce: u64) -> SignedTransaction {
@@ -437,13 +571,14 @@ mod tests {
     #[test]
     fn admits_in_nonce_order_and_says_why_not() {
         let (mut pool, state, hub) = setup(3);
-        pool.admit_verified(&state, tx(&hub, 0), 100).unwrap();
+        pool.admit_verified(&state, tx(&hub, 0), 100, now())
+            .unwrap();
         assert!(matches!(
-            pool.admit_verified(&state, tx(&hub, 0), 100),
+            pool.admit_verified(&state, tx(&hub, 0), 100, now()),
             Err(AdmitError::Duplicate(_))
         ));
         assert!(matches!(
-            pool.admit_verified(&state, tx(&hub, 2 + MAX_NONCE_AHEAD), 100),
+            pool.admit_verified(&state, tx(&hub, 2 + MAX_NONCE_AHEAD), 100, now()),
             Err(AdmitError::NonceGap {
                 expected: Nonce(1),
                 ..
@@ -456,18 +591,20 @@ mod tests {
             Err(AdmitError::Full { .. })
         ));
         let err = pool
-            .admit_verified(&state, tx(&hub, 1), MAX_TX_BYTES + 1)
+            .admit_verified(&state, tx(&hub, 1), MAX_TX_BYTES + 1, now())
             .unwrap_err();
         assert_eq!(err.code(), "tx_too_large");
-        pool.admit_verified(&state, tx(&hub, 1), 100).unwrap();
-        pool.admit_verified(&state, tx(&hub, 2), 100).unwrap();
+        pool.admit_verified(&state, tx(&hub, 1), 100, now())
+            .unwrap();
+        pool.admit_verified(&state, tx(&hub, 2), 100, now())
+            .unwrap();
         assert!(matches!(
-            pool.admit_verified(&state, tx(&hub, 3), 100),
+            pool.admit_verified(&state, tx(&hub, 3), 100, now()),
             Err(AdmitError::Full { .. })
         ));
         let stranger = Keypair::from_seed_for_tests(77);
         let err = Mempool::new(MempoolConfig::default(), genesis_for(&[1], &[]).chain_id)
-            .admit_verified(&state, tx(&stranger, 0), 100)
+            .admit_verified(&state, tx(&stranger, 0), 100, now())
             .unwrap_err();
         assert_eq!(err.code(), "unknown_sender");
         let reaped: Vec<_> = pool.reap(10, 1 << 20).iter().map(|t| t.tx.nonce).collect();
@@ -480,15 +617,17 @@ mod tests {
     fn commit_removes_included_and_stale() {
         let (mut pool, state, hub) = setup(3);
         let first = tx(&hub, 0);
-        pool.admit_verified(&state, first.clone(), 100).unwrap();
-        pool.admit_verified(&state, tx(&hub, 1), 100).unwrap();
+        pool.admit_verified(&state, first.clone(), 100, now())
+            .unwrap();
+        pool.admit_verified(&state, tx(&hub, 1), 100, now())
+            .unwrap();
         // Nothing committed yet and the state still says nonce 0: both stay.
-        pool.update_after_commit(&state, &[]);
+        pool.update_after_commit(&state, &[], now());
         assert_eq!(pool.len(), 2);
         // The first is dropped as committed, but this state was not advanced: the second
         // now waits on a gap at nonce 0, held and not includable.
         let sender = first.tx.sender_id();
-        pool.update_after_commit(&state, &[(first.hash(), sender)]);
+        pool.update_after_commit(&state, &[(first.hash(), sender)], now());
         assert_eq!(pool.len(), 1);
         assert_eq!(pool.bytes, 100);
         assert!(!pool.has_includable());
@@ -501,20 +640,22 @@ mod tests {
         let (mut pool, state, hub) = setup(DEFAULT_MAX_TXS);
         let hub_id = AccountId::of(&hub.public());
         for nonce in [3, 1] {
-            pool.admit_verified(&state, tx(&hub, nonce), 100).unwrap();
+            pool.admit_verified(&state, tx(&hub, nonce), 100, now())
+                .unwrap();
         }
         assert_eq!(pool.len(), 2);
         assert!(!pool.has_includable());
         assert!(pool.reap(10, 1 << 20).is_empty());
         assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(0)));
         assert_eq!(
-            pool.admit_verified(&state, tx(&hub, 1), 100)
+            pool.admit_verified(&state, tx(&hub, 1), 100, now())
                 .unwrap_err()
                 .code(),
             "duplicate"
         );
         // Nonce 0 fills the first gap: 0 and 1 are includable, 3 still waits on 2.
-        pool.admit_verified(&state, tx(&hub, 0), 100).unwrap();
+        pool.admit_verified(&state, tx(&hub, 0), 100, now())
+            .unwrap();
         assert!(pool.has_includable());
         assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(2)));
         // Handed out in nonce order, though 1 arrived first: a cut keeps a prefix.
@@ -522,7 +663,8 @@ mod tests {
         assert_eq!(reaped, vec![Nonce(0), Nonce(1)]);
         let cut: Vec<_> = pool.reap(1, 1 << 20).iter().map(|t| t.tx.nonce).collect();
         assert_eq!(cut, vec![Nonce(0)]);
-        pool.admit_verified(&state, tx(&hub, 2), 100).unwrap();
+        pool.admit_verified(&state, tx(&hub, 2), 100, now())
+            .unwrap();
         assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(4)));
         assert_eq!(pool.reap(10, 1 << 20).len(), 4);
         assert_eq!(pool.held, 0);
@@ -532,9 +674,12 @@ mod tests {
     fn held_transactions_take_at_most_a_quarter_of_the_pool() {
         let (mut pool, state, hub) = setup(8);
         for nonce in [2, 3] {
-            pool.admit_verified(&state, tx(&hub, nonce), 100).unwrap();
+            pool.admit_verified(&state, tx(&hub, nonce), 100, now())
+                .unwrap();
         }
-        let err = pool.admit_verified(&state, tx(&hub, 4), 100).unwrap_err();
+        let err = pool
+            .admit_verified(&state, tx(&hub, 4), 100, now())
+            .unwrap_err();
         assert!(
             matches!(err, AdmitError::TooManyHeld { held: 2, .. }),
             "{err}"
@@ -542,7 +687,8 @@ mod tests {
         assert_eq!(err.code(), "nonce_gap");
         // What fills the gap still gets in, and then so does the rest.
         for nonce in [0, 1, 4] {
-            pool.admit_verified(&state, tx(&hub, nonce), 100).unwrap();
+            pool.admit_verified(&state, tx(&hub, nonce), 100, now())
+                .unwrap();
         }
         assert_eq!(pool.reap(10, 1 << 20).len(), 5);
     }
@@ -550,17 +696,72 @@ mod tests {
     #[test]
     fn a_gap_that_never_fills_is_dropped_after_max_held_commits() {
         let (mut pool, state, hub) = setup(DEFAULT_MAX_TXS);
-        pool.admit_verified(&state, tx(&hub, 2), 100).unwrap();
+        pool.admit_verified(&state, tx(&hub, 2), 100, now())
+            .unwrap();
         for _ in 0..MAX_HELD_COMMITS - 1 {
-            pool.update_after_commit(&state, &[]);
+            pool.update_after_commit(&state, &[], now());
         }
         assert_eq!(pool.len(), 1);
         // Filling part of the gap does not restart the clock on what still waits.
-        pool.admit_verified(&state, tx(&hub, 0), 100).unwrap();
-        pool.update_after_commit(&state, &[]);
+        pool.admit_verified(&state, tx(&hub, 0), 100, now())
+            .unwrap();
+        pool.update_after_commit(&state, &[], now());
         assert_eq!(pool.len(), 1, "the includable one stays");
         assert_eq!((pool.held, pool.bytes), (0, 100));
         assert!(pool.has_includable());
+    }
+
+    #[test]
+    fn clients_are_refused_while_the_first_in_line_waited_over_max_wait() {
+        let genesis = genesis_for(&[1], &[2, 3]);
+        let state = genesis.initial_state().unwrap();
+        let mut pool = Mempool::new(MempoolConfig::default(), genesis.chain_id.clone());
+        let keys: Vec<_> = (1..=3).map(Keypair::from_seed_for_tests).collect();
+        let ids: Vec<_> = keys.iter().map(|k| AccountId::of(&k.public())).collect();
+        let (t0, ms) = (Instant::now(), Duration::from_millis);
+        let max_wait = ms(DEFAULT_MAX_WAIT_MS);
+        let first = tx(&keys[0], 0);
+        pool.admit_verified(&state, first.clone(), 100, t0).unwrap();
+        pool.admit_verified(&state, tx(&keys[1], 0), 100, t0 + ms(1_000))
+            .unwrap();
+        // The third sender's second transaction waits on a gap: not in line yet.
+        pool.admit_verified(&state, tx(&keys[2], 1), 100, t0)
+            .unwrap();
+        pool.check_client_room(1, 100, t0 + max_wait).unwrap();
+        let err = pool
+            .check_client_room(1, 100, t0 + max_wait + ms(1))
+            .unwrap_err();
+        assert!(matches!(err, AdmitError::Backlogged { .. }), "{err}");
+        assert_eq!(err.code(), "busy");
+        // Its gap fills late: both of that sender's are queued from then, at the back.
+        pool.admit_verified(&state, tx(&keys[2], 0), 100, t0 + max_wait)
+            .unwrap();
+        // The first leaves with its block: the next in line arrived a second later.
+        pool.update_after_commit(&state, &[(first.hash(), ids[0])], t0 + max_wait);
+        pool.check_client_room(1, 100, t0 + max_wait + ms(1_000))
+            .unwrap();
+        let late = t0 + max_wait + ms(1_001);
+        assert!(pool.check_client_room(1, 100, late).is_err());
+        let second = tx(&keys[1], 0).hash();
+        pool.update_after_commit(&state, &[(second, ids[1])], late);
+        pool.check_client_room(1, 100, t0 + max_wait * 2).unwrap();
+        assert!(
+            pool.check_client_room(1, 100, t0 + max_wait * 2 + ms(1))
+                .is_err()
+        );
+        // Nothing includable left: nothing waits in line.
+        let third: Vec<_> = (0..2).map(|n| (tx(&keys[2], n).hash(), ids[2])).collect();
+        pool.update_after_commit(&state, &third, late);
+        assert!(pool.is_empty());
+        pool.check_client_room(1, 100, t0 + max_wait * 10).unwrap();
+        // With the bound off, a standing line is not refused.
+        let off = MempoolConfig {
+            max_wait_ms: 0,
+            ..MempoolConfig::default()
+        };
+        let mut pool = Mempool::new(off, genesis.chain_id.clone());
+        pool.admit_verified(&state, first, 100, t0).unwrap();
+        pool.check_client_room(1, 100, t0 + max_wait * 10).unwrap();
     }
 
     #[test]
@@ -574,9 +775,10 @@ mod tests {
         );
         let hub_txs: Vec<_> = (0..3).map(|n| tx(&hub, n)).collect();
         for t in &hub_txs {
-            pool.admit_verified(&state, t.clone(), 100).unwrap();
+            pool.admit_verified(&state, t.clone(), 100, now()).unwrap();
         }
-        pool.admit_verified(&state, tx(&bidder, 0), 100).unwrap();
+        pool.admit_verified(&state, tx(&bidder, 0), 100, now())
+            .unwrap();
         // A block with the hub's first transaction: the state's hub nonce moves to 1.
         let hub_id = AccountId::of(&hub.public());
         let mut overlay = Overlay::new(&state);
@@ -586,7 +788,7 @@ mod tests {
         for (key, value) in overlay.into_changes() {
             state.insert(key, value.unwrap());
         }
-        pool.update_after_commit(&state, &[(hub_txs[0].hash(), hub_id)]);
+        pool.update_after_commit(&state, &[(hub_txs[0].hash(), hub_id)], now());
         assert_eq!(pool.len(), 3);
         assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(3)));
         let bidder_id = AccountId::of(&bidder.public());

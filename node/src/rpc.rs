@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -24,6 +25,7 @@ use bidchain_trading::ids::{Digest, TenderId};
 
 use crate::api::*;
 use crate::chain::Chain;
+use crate::mempool::AdmitError;
 use crate::proofs::{self, ProofError};
 use crate::shared::{Shared, TxSource};
 use crate::storage::{Commits, Receipts};
@@ -58,6 +60,15 @@ impl ApiError {
 
     fn bad_request(code: &'static str, message: impl ToString) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// A refused admission: 503 when the chain is behind (retry shortly), else 400.
+    fn refused(err: &AdmitError) -> ApiError {
+        let status = match err {
+            AdmitError::Backlogged { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, err.code(), err)
     }
 }
 
@@ -146,13 +157,15 @@ async fn submit_tx(
     let body = submitted(&shared, body)?;
     let tx = SignedTransaction::decode(&body)
         .map_err(|e| refused(ApiError::bad_request("malformed_tx", e)))?;
-    let room = shared.mempool().check_room(body.len());
-    room.map_err(|e| refused(ApiError::bad_request(e.code(), e)))?;
+    let room = shared
+        .mempool()
+        .check_client_room(1, body.len(), Instant::now());
+    room.map_err(|e| refused(ApiError::refused(&e)))?;
     tx.verify_signature()
         .map_err(|e| refused(ApiError::bad_request("bad_signature", e)))?;
     let tx_hash = shared
         .admit(tx, body.len(), TxSource::Client)
-        .map_err(|e| refused(ApiError::bad_request(e.code(), e)))?;
+        .map_err(|e| refused(ApiError::refused(&e)))?;
     tracing::debug!(%tx_hash, "admitted transaction");
     let body = SubmitResponse {
         tx_hash,
@@ -186,7 +199,9 @@ async fn submit_batch(
         .map_err(|e| refused(ApiError::bad_request("malformed_batch", e)))?
         .into_inner();
     // Refused whole when the mempool could not take it all; the client resends later.
-    let room = shared.mempool().check_room_for(txs.len(), body.len());
+    let room = shared
+        .mempool()
+        .check_client_room(txs.len(), body.len(), Instant::now());
     room.map_err(|e| {
         // Every transaction of the batch is refused.
         let others = txs.len().saturating_sub(1) as u64;
@@ -194,7 +209,7 @@ async fn submit_batch(
             .metrics
             .txs_refused
             .fetch_add(others, Ordering::Relaxed);
-        refused(ApiError::bad_request(e.code(), e))
+        refused(ApiError::refused(&e))
     })?;
     let slot = shared
         .batch_slots
@@ -454,17 +469,23 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Reply {
         .storage()
         .latest_height()
         .map_err(ApiError::internal)?;
+    let (mempool_len, head_wait) = {
+        let mempool = shared.mempool();
+        (mempool.len(), mempool.head_wait(Instant::now()))
+    };
     let text = format!(
         "# TYPE bidchain_height gauge\nbidchain_height {}\n\
          # TYPE bidchain_peers gauge\nbidchain_peers {}\n\
          # TYPE bidchain_mempool_txs gauge\nbidchain_mempool_txs {}\n\
+         # TYPE bidchain_mempool_head_wait_ms gauge\nbidchain_mempool_head_wait_ms {}\n\
          # TYPE bidchain_txs_admitted_total counter\nbidchain_txs_admitted_total {}\n\
          # TYPE bidchain_txs_refused_total counter\nbidchain_txs_refused_total {}\n\
          # TYPE bidchain_txs_committed_total counter\nbidchain_txs_committed_total {}\n\
          # TYPE bidchain_blocks_committed_total counter\nbidchain_blocks_committed_total {}\n",
         height.0,
         m.peers.load(Ordering::Relaxed),
-        shared.mempool().len(),
+        mempool_len,
+        head_wait.as_millis(),
         m.txs_admitted.load(Ordering::Relaxed),
         m.txs_refused.load(Ordering::Relaxed),
         m.txs_committed.load(Ordering::Relaxed),
@@ -483,12 +504,16 @@ mod tests {
     use bidchain_runtime::tx::Role;
 
     fn shared(dir: &std::path::Path, max_txs: usize) -> Arc<Shared> {
-        let genesis = genesis_for(&[1], &[]);
-        let storage = crate::storage::Storage::open(dir, &genesis).unwrap();
         let config = MempoolConfig {
             max_txs,
             ..MempoolConfig::default()
         };
+        shared_with(dir, config)
+    }
+
+    fn shared_with(dir: &std::path::Path, config: MempoolConfig) -> Arc<Shared> {
+        let genesis = genesis_for(&[1], &[]);
+        let storage = crate::storage::Storage::open(dir, &genesis).unwrap();
         let chain = Chain::new(storage, genesis.clone(), genesis.contracts().unwrap());
         let mempool = Mempool::new(config, genesis.chain_id.clone());
         Arc::new(Shared::new(chain, mempool, "t".into(), false))
@@ -540,5 +565,37 @@ mod tests {
         assert_eq!(code_of(fits).await.0, StatusCode::OK);
         assert_eq!(shared.mempool().len(), 3);
         assert_eq!(shared.metrics.txs_refused.load(Ordering::Relaxed), 1 + 4);
+    }
+
+    #[tokio::test]
+    async fn clients_are_told_to_retry_while_the_queue_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = MempoolConfig {
+            max_wait_ms: 1,
+            ..MempoolConfig::default()
+        };
+        let shared = shared_with(dir.path(), config);
+        let hub = Keypair::from_seed_for_tests(1);
+        let tx = |nonce| create_account_tx(&hub, nonce, &Keypair::generate(), Role::Bidder);
+        let first = submit_tx(State(shared.clone()), Ok(Bytes::from(tx(0).encode()))).await;
+        assert_eq!(code_of(first).await.0, StatusCode::ACCEPTED);
+        // No block takes it: once it has waited longer than the bound, clients are refused.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let busy = submit_tx(State(shared.clone()), Ok(Bytes::from(tx(1).encode()))).await;
+        assert_eq!(
+            code_of(busy).await,
+            (StatusCode::SERVICE_UNAVAILABLE, "busy".to_owned())
+        );
+        let batch = SubmitBatch::new(vec![tx(1)]).unwrap();
+        let busy = submit_batch(
+            State(shared.clone()),
+            Ok(Bytes::from(codec::encode(&batch))),
+        )
+        .await;
+        assert_eq!(code_of(busy).await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(shared.mempool().len(), 1);
+        // A peer's relay is still taken.
+        shared.admit_peer_batch(vec![tx(1)]);
+        assert_eq!(shared.mempool().len(), 2);
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use bidchain_runtime::block::Block;
 use bidchain_runtime::execute::TxInvalid;
@@ -100,6 +101,7 @@ impl Shared {
             &self.chain.storage().without_filling(),
             tx,
             encoded_len,
+            Instant::now(),
         )?;
         self.metrics.txs_admitted.fetch_add(1, Ordering::Relaxed);
         if let Some(tx) = gossip {
@@ -164,7 +166,7 @@ impl Shared {
             .map(|(tx, hash)| (*hash, tx.tx.sender_id()))
             .collect();
         self.mempool()
-            .update_after_commit(self.chain.storage(), &committed);
+            .update_after_commit(self.chain.storage(), &committed, Instant::now());
         self.metrics
             .blocks_committed
             .fetch_add(1, Ordering::Relaxed);
