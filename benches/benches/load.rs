@@ -18,7 +18,7 @@
 //! `LOAD_MIX` `bids` | `accounts` | `mixed` (bids), `LOAD_BIDDERS` (the rate, at least 400),
 //! `LOAD_BATCH_MS` (0: one `POST /txs` per transaction; else every that many ms each node
 //! gets the transactions due since in one `POST /txs/batch`), `LOAD_MAX_WAIT_MS` (the
-//! nodes' `mempool.max_wait_ms`; 0 turns their refusal of clients while behind off). A
+//! nodes' `mempool.max_wait_ms`: 0, their default, never refuses clients as behind). A
 //! submission refused as `busy` is resent after `BUSY_BACKOFF`, as a client told to retry
 //! shortly would; latency still counts from when it was due. Needs the release
 //! `bidchain` binary (or `BIDCHAIN_BIN`). Writes `$CARGO_TARGET_DIR/bench-results/load.json`
@@ -67,7 +67,8 @@ const MAX_IN_FLIGHT_PER_NODE: usize = 512;
 const BIDDERS_PER_TENDER: usize = MAX_BIDS_PER_TENDER;
 /// Transactions signed per second of the run when sending as fast as admitted.
 const UNLIMITED_SUPPLY_PER_S: u64 = 4_000;
-/// How long a sender waits before resending what a node refused as `busy`.
+/// How long a sender first waits before resending what a node refused as `busy` (then
+/// twice as long each time, up to eight times).
 const BUSY_BACKOFF: Duration = Duration::from_millis(100);
 /// A sender gives a transaction up after it has been refused as `busy` for this long.
 const MAX_BUSY_RETRY: Duration = Duration::from_secs(30);
@@ -625,8 +626,12 @@ async fn set_up(net: &Localnet, client: &Client, bidders: &[Bidder], center: &mu
         );
         center.nonce += 1;
     }
+    // The set-up outruns the chain too: resent after `busy` like the load.
+    let resent = AtomicU64::new(0);
     for tx in &txs {
-        client.submit(tx).await.unwrap();
+        send_until_not_busy(&resent, || client.submit(tx))
+            .await
+            .unwrap();
     }
     let last = txs.last().unwrap();
     client

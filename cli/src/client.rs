@@ -43,8 +43,13 @@ impl Refused {
     }
 }
 
-/// Sends until answered with anything but `busy`, resending after `backoff` for at most
-/// `give_up`; `on_resend` is called at each resend.
+/// A resend after `busy` waits at most this many times the first wait: the waits double
+/// up to it, so that many clients refused at once do not all come back at once.
+const MAX_BACKOFF_FACTOR: u32 = 8;
+
+/// Sends until answered with anything but `busy`, resending after `backoff` (doubling,
+/// up to [`MAX_BACKOFF_FACTOR`] times) for at most `give_up`; `on_resend` is called at
+/// each resend.
 pub async fn while_busy<T, Fut>(
     give_up: Duration,
     backoff: Duration,
@@ -55,11 +60,13 @@ where
     Fut: std::future::Future<Output = Result<T>>,
 {
     let start = Instant::now();
+    let mut wait = backoff;
     loop {
         match send().await {
             Err(err) if Refused::is_busy(&err) && start.elapsed() < give_up => {
                 on_resend();
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(backoff * MAX_BACKOFF_FACTOR);
             }
             answer => return answer,
         }

@@ -157,9 +157,11 @@ async fn submit_tx(
     let body = submitted(&shared, body)?;
     let tx = SignedTransaction::decode(&body)
         .map_err(|e| refused(ApiError::bad_request("malformed_tx", e)))?;
-    let room = shared
-        .mempool()
-        .check_client_room(1, body.len(), Instant::now());
+    let room = {
+        let mempool = shared.mempool();
+        let paced = mempool.check_pace(Instant::now());
+        paced.and_then(|()| mempool.check_room(body.len()))
+    };
     room.map_err(|e| refused(ApiError::refused(&e)))?;
     tx.verify_signature()
         .map_err(|e| refused(ApiError::bad_request("bad_signature", e)))?;
@@ -195,13 +197,15 @@ async fn submit_batch(
                 "too many batch submissions are waiting to be admitted; retry shortly",
             ))
         })?;
+    // Refused before it is decoded while the chain is behind: a cheap answer to the
+    // resends that come then.
+    let paced = shared.mempool().check_pace(Instant::now());
+    paced.map_err(|e| refused(ApiError::refused(&e)))?;
     let txs = codec::decode_bounded::<SubmitBatch>(&body, MAX_SUBMIT_BATCH_BYTES)
         .map_err(|e| refused(ApiError::bad_request("malformed_batch", e)))?
         .into_inner();
     // Refused whole when the mempool could not take it all; the client resends later.
-    let room = shared
-        .mempool()
-        .check_client_room(txs.len(), body.len(), Instant::now());
+    let room = shared.mempool().check_room_for(txs.len(), body.len());
     room.map_err(|e| {
         // Every transaction of the batch is refused.
         let others = txs.len().saturating_sub(1) as u64;
