@@ -678,3 +678,55 @@ fn hostile_and_malformed_calls_get_receipts_and_the_chain_goes_on() {
         "a hub account may not create a tender",
     );
 }
+
+/// A tender takes `MAX_BIDS_PER_TENDER` bidders and refuses the next one; a bidder already
+/// in it can still replace its bid at the bound.
+#[test]
+fn a_tender_takes_the_most_bidders_it_may_and_refuses_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Party::new(1);
+    let chain = TestChain::open(dir.path(), genesis_for(&[1], &[]), hub.key.clone()).unwrap();
+    let w = World { _dir: dir, chain };
+    let mut center = Party::new(10);
+    w.commit(vec![hub.create(&center, Role::Center)], S / 10)
+        .iter()
+        .for_each(ok);
+    let mut bidders: Vec<Party> = (0..=tender::MAX_BIDS_PER_TENDER as u64)
+        .map(|i| Party::new(1_000 + i))
+        .collect();
+    let id = TenderId::new("JS-2026-0256").unwrap();
+    let mut txs = vec![center.call(names::TENDER, &TenderCall::Create(params(&id)))];
+    for (i, b) in bidders.iter().enumerate() {
+        txs.push(center.create(b, Role::Bidder));
+        let register = TenderCall::RegisterBidder {
+            bidder: trading::account_key(&b.key.public()),
+            unit: trading::unit_id(&format!("unit-{i}")),
+        };
+        txs.push(center.call(names::TENDER, &register));
+    }
+    w.commit(txs, S / 5).iter().for_each(ok);
+
+    let submit = |b: &mut Party, i: usize, replace: bool| {
+        let (tender, bid) = (id.clone(), sealed(b, &id, i, &file(i)));
+        let call = match replace {
+            false => TenderCall::Submit { tender, bid },
+            true => TenderCall::Replace { tender, bid },
+        };
+        b.call(names::TENDER, &call)
+    };
+    let bids = bidders
+        .iter_mut()
+        .enumerate()
+        .map(|(i, b)| submit(b, i, false))
+        .collect();
+    let r = w.commit(bids, S);
+    let (taken, next) = r.split_at(tender::MAX_BIDS_PER_TENDER);
+    taken.iter().for_each(ok);
+    refused(&next[0], "too_many_bids", "most bids");
+    let count = w.tender(&id).bidder_count;
+    assert_eq!(count as usize, tender::MAX_BIDS_PER_TENDER);
+    let last = tender::MAX_BIDS_PER_TENDER - 1;
+    let r = w.commit(vec![submit(&mut bidders[last], last, true)], 2 * S);
+    ok(&r[0]);
+    assert_eq!(w.bid(&id, &bidders[last]).version, 2);
+}
