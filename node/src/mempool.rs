@@ -155,6 +155,11 @@ impl Pending {
         stale.into_values().collect()
     }
 
+    /// Whether its transaction of `nonce` is includable (it waits on no gap).
+    fn includes(&self, nonce: Nonce) -> bool {
+        nonce < self.next
+    }
+
     /// How many wait on a gap (at most [`MAX_NONCE_AHEAD`]).
     fn held(&self) -> usize {
         self.txs.range(self.next..).count()
@@ -424,7 +429,7 @@ impl Mempool {
                 continue;
             };
             // One that waits on a gap holds no place in line for its sender.
-            if entry.tx.tx.nonce >= pending.next || !seen.insert(sender) {
+            if !pending.includes(entry.tx.tx.nonce) || !seen.insert(sender) {
                 continue;
             }
             for hash in pending.txs.range(..pending.next).map(|(_, hash)| hash) {
@@ -486,7 +491,7 @@ impl Mempool {
         self.order.values().find_map(|hash| {
             let entry = self.by_hash.get(hash)?;
             let pending = self.by_sender.get(&entry.tx.tx.sender_id())?;
-            (entry.tx.tx.nonce < pending.next).then_some(entry.queued)
+            pending.includes(entry.tx.tx.nonce).then_some(entry.queued)
         })
     }
 
