@@ -609,12 +609,7 @@ impl Driver {
     /// `signatures_checked` (block sync checked them all on the network side).
     fn verify(&self, block: Block, signatures_checked: bool) -> Result<Proposal, ChainError> {
         self.shared.chain.verify_proposal(block, |tx| {
-            if signatures_checked {
-                return true;
-            }
-            // Hashed before the lock is taken: RPC admission waits on it.
-            let hash = tx.hash();
-            self.shared.mempool().contains(&hash)
+            signatures_checked || self.shared.signature_checked(tx)
         })
     }
 
@@ -746,6 +741,7 @@ mod tests {
     use super::*;
     use crate::chain::Chain;
     use crate::mempool::Mempool;
+    use crate::shared::TxSource;
     use crate::storage::Storage;
     use crate::testing::{certify, create_account_tx, genesis_for};
 
@@ -997,7 +993,8 @@ mod tests {
         assert!(storage.signed_blocks(Height(1)).unwrap().is_empty());
     }
 
-    /// Block sync checks signatures on the network side and vouches only when all hold;
+    /// Block sync checks signatures on the network side (those its mempool holds were
+    /// checked on admission) and vouches only when all hold;
     /// otherwise the driver checks them itself and refuses a forged one, even with a
     /// quorum's certificate on the block.
     #[test]
@@ -1010,12 +1007,12 @@ mod tests {
             Chain::new(storage, genesis.clone(), genesis.contracts().unwrap())
         };
         let set = source.validator_set().unwrap();
-        let synced = |tx: SignedTransaction| {
+        let synced = |tx: SignedTransaction, vouched: &dyn Fn(&SignedTransaction) -> bool| {
             let time = Timestamp::from_system(SystemTime::now());
             let built = source.build_proposal(vec![tx], time, hub.public()).unwrap();
             assert_eq!(built.block.txs.len(), 1);
             let certificate = certify(&built.block.header, &set, std::slice::from_ref(&hub));
-            SyncedBlock::check(built.block, certificate)
+            SyncedBlock::check(built.block, certificate, vouched)
         };
         let good = create_account_tx(&hub, 0, &Keypair::from_seed_for_tests(7), Role::Bidder);
         let mut forged = good.clone();
@@ -1023,13 +1020,20 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let (mut d, _) = driver_for(dir.path(), &hub, &[1]);
-        let forged = synced(forged);
-        assert!(!forged.signatures_checked());
-        d.on_synced(forged).unwrap();
+        let refused = synced(forged.clone(), &|_| false);
+        assert!(!refused.signatures_checked());
+        d.on_synced(refused).unwrap();
         assert_eq!(d.shared.chain.tip().unwrap().height, Height::GENESIS);
         assert_eq!(d.unsynced, None, "a refused block is not counted");
 
-        let good = synced(good);
+        // What the mempool holds had its signature checked on admission (here the test
+        // admits a forgery unchecked, to see that sync trusts that check and redoes none).
+        let len = forged.encode().len();
+        d.shared.admit(forged.clone(), len, TxSource::Peer).unwrap();
+        let vouched = synced(forged, &|tx| d.shared.signature_checked(tx));
+        assert!(vouched.signatures_checked());
+
+        let good = synced(good, &|_| false);
         assert!(good.signatures_checked());
         d.on_synced(good).unwrap();
         assert_eq!(d.shared.chain.tip().unwrap().height, Height(1));

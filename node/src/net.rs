@@ -71,17 +71,23 @@ pub enum Inbound {
 pub struct SyncedBlock {
     block: Block,
     certificate: CommitCertificate,
-    /// Set only by [`SyncedBlock::check`]: every signature in `block` holds (the fields
-    /// are private so that the block cannot be swapped after the check).
+    /// Set only by [`SyncedBlock::check`]: every signature in `block` holds, or was
+    /// checked by this node before (the fields are private so that the block cannot be
+    /// swapped after the check).
     signatures_checked: bool,
 }
 
 impl SyncedBlock {
-    /// Checks every transaction's signature (one batch check) so the driver need not: the
-    /// network side does this for the next block while the driver executes one. A bad
-    /// signature leaves the block unchecked; the driver's own check names the transaction.
-    pub fn check(block: Block, certificate: CommitCertificate) -> SyncedBlock {
-        let signatures_checked = execute::verify_signatures(&block.txs, |_| false).is_ok();
+    /// Checks the signature of every transaction `checked` does not vouch for (one batch
+    /// check) so the driver need not: the network side does this for the next block while
+    /// the driver executes one. A bad signature leaves the block unchecked; the driver's
+    /// own check names the transaction.
+    pub fn check(
+        block: Block,
+        certificate: CommitCertificate,
+        checked: impl Fn(&SignedTransaction) -> bool,
+    ) -> SyncedBlock {
+        let signatures_checked = execute::verify_signatures(&block.txs, checked).is_ok();
         SyncedBlock {
             block,
             certificate,

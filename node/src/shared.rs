@@ -89,6 +89,14 @@ impl Shared {
         self.mempool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Whether this node checked `tx`'s signature already: the mempool holds only
+    /// transactions whose signatures held on admission.
+    pub fn signature_checked(&self, tx: &SignedTransaction) -> bool {
+        // Hashed before the lock is taken: RPC admission waits on it.
+        let hash = tx.hash();
+        self.mempool().contains(&hash)
+    }
+
     /// Admits a transaction whose signature the caller has verified.
     pub fn admit(
         &self,
