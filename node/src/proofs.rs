@@ -12,7 +12,7 @@ use bidchain_runtime::proof::{
 use bidchain_runtime::tx::TxHash;
 
 use crate::chain::Chain;
-use crate::storage::{Commits, Headers, Receipts, StateSnapshot, StorageError};
+use crate::storage::{Commits, Headers, StateSnapshot, StorageError};
 
 /// Why a bundle could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum ProofError {
 pub fn receipt_bundle(chain: &Chain, hash: TxHash) -> Result<Bundle, ProofError> {
     let storage = chain.storage();
     let location = storage
-        .get::<Receipts>(&hash)?
+        .receipt(&hash)?
         .ok_or(ProofError::TxNotCommitted(hash))?;
     let block = storage
         .block(location.height)?
@@ -46,7 +46,7 @@ pub fn receipt_bundle(chain: &Chain, hash: TxHash) -> Result<Bundle, ProofError>
         ))?;
     let mut receipts = Vec::with_capacity(block.txs.len());
     for stx in block.txs.iter() {
-        let receipt = storage.get::<Receipts>(&stx.hash())?;
+        let receipt = storage.receipt(&stx.hash())?;
         receipts.push(receipt.ok_or(ProofError::Inconsistent("block tx without receipt"))?);
     }
     let index = location.index as usize;

@@ -28,7 +28,7 @@ use crate::chain::Chain;
 use crate::mempool::AdmitError;
 use crate::proofs::{self, ProofError};
 use crate::shared::{Shared, TxSource};
-use crate::storage::{Commits, Receipts};
+use crate::storage::Commits;
 
 type Reply = Result<Response, ApiError>;
 
@@ -264,7 +264,7 @@ where
 async fn get_tx(State(shared): State<Arc<Shared>>, Path(hash): Path<String>) -> Reply {
     let hash: TxHash = parse(&hash, "transaction hash")?;
     let storage = shared.chain.storage();
-    let Some(receipt) = storage.get::<Receipts>(&hash).map_err(ApiError::internal)? else {
+    let Some(receipt) = storage.receipt(&hash).map_err(ApiError::internal)? else {
         if shared.mempool().contains(&hash) {
             return json(TxResponse {
                 tx_hash: hash,

@@ -10,10 +10,11 @@ use crate::read_cache::ReadCache;
 use bidchain_consensus::Message;
 use bidchain_genesis::Genesis;
 use bidchain_runtime::block::{Block, BlockHash, CommitCertificate, Header};
+use bidchain_runtime::bounded::BoundedVec;
 use bidchain_runtime::codec::{self, CodecError};
 use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::Height;
-use bidchain_runtime::receipt::Receipt;
+use bidchain_runtime::receipt::{Event, MAX_EVENTS_PER_TX, Receipt, TxOutcome};
 use bidchain_runtime::smt::{self, Node, NodePos, NodeStore, NodeWrites, SmtError, TreeUpdate};
 use bidchain_runtime::state::{Changes, StateError, StateView};
 use bidchain_runtime::tx::{SignedTransaction, TxHash};
@@ -146,7 +147,55 @@ impl<'a> BlockBodyRef<'a> {
 }
 table!(Commits, "commits", Height, CommitCertificate);
 // A receipt names its transaction's height and index: it is the transaction index too.
-table!(Receipts, "receipts", TxHash, Receipt);
+// Read it whole with [`Storage::receipt`].
+table!(Receipts, "tx_receipts", TxHash, StoredReceipt);
+
+/// A [`Receipt`] as stored: without its transaction's hash, which is its key. That hash
+/// was 32 of the about 500 bytes the node keeps per bid transaction.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct StoredReceipt {
+    pub height: Height,
+    pub index: u32,
+    pub outcome: TxOutcome,
+    pub events: BoundedVec<Event, MAX_EVENTS_PER_TX>,
+    pub fuel_used: u64,
+}
+
+impl StoredReceipt {
+    fn into_receipt(self, tx_hash: TxHash) -> Receipt {
+        Receipt {
+            tx_hash,
+            height: self.height,
+            index: self.index,
+            outcome: self.outcome,
+            events: self.events,
+            fuel_used: self.fuel_used,
+        }
+    }
+}
+
+/// A [`StoredReceipt`] borrowed from its receipt, written without copying the events; its
+/// encoding is the `StoredReceipt`'s.
+#[derive(Encode)]
+struct StoredReceiptRef<'a> {
+    height: Height,
+    index: u32,
+    outcome: &'a TxOutcome,
+    events: &'a BoundedVec<Event, MAX_EVENTS_PER_TX>,
+    fuel_used: u64,
+}
+
+impl<'a> StoredReceiptRef<'a> {
+    fn of(receipt: &'a Receipt) -> Self {
+        StoredReceiptRef {
+            height: receipt.height,
+            index: receipt.index,
+            outcome: &receipt.outcome,
+            events: &receipt.events,
+            fuel_used: receipt.fuel_used,
+        }
+    }
+}
 table!(Meta, "meta", MetaKey, ChainMeta);
 // The validator set a block installs for the next height, for blocks that change it: the
 // path a light client follows from genesis.
@@ -179,10 +228,16 @@ const ALL_CFS: [&str; 10] = [
 /// (RocksDB opens a database only with all its column families named): `txs`, the
 /// transaction index, which the receipts made redundant.
 const RETIRED_CFS: [&str; 1] = ["txs"];
+/// Receipts as earlier versions stored them, whole: rewritten into [`Receipts`] on open,
+/// then dropped.
+const LEGACY_RECEIPTS_CF: &str = "receipts";
+/// Receipts rewritten per batch when a data dir's legacy receipts are moved.
+const MIGRATION_BATCH_ENTRIES: usize = 10_000;
 
-fn retired_cfs(opts: &Options, path: &Path) -> Vec<ColumnFamilyDescriptor> {
+/// The descriptors of `names` that the data dir at `path` holds.
+fn existing_cfs(opts: &Options, path: &Path, names: &[&str]) -> Vec<ColumnFamilyDescriptor> {
     let existing = DB::list_cf(opts, path).unwrap_or_default();
-    RETIRED_CFS
+    names
         .iter()
         .filter(|name| existing.iter().any(|e| e == *name))
         .map(|name| ColumnFamilyDescriptor::new(*name, opts.clone()))
@@ -266,6 +321,42 @@ fn tree_caches(pos: NodePos) -> bool {
     pos.depth() <= TREE_CACHE_DEPTH
 }
 
+/// Moves receipts an earlier version stored whole into [`Receipts`], then drops their
+/// table. A crash before the drop leaves the old table whole: the next open moves it
+/// again (the same puts).
+fn migrate_receipts(db: &mut DB) -> Result<(), StorageError> {
+    let Some(legacy) = db.cf_handle(LEGACY_RECEIPTS_CF) else {
+        return Ok(());
+    };
+    let target = db
+        .cf_handle(Receipts::NAME)
+        .ok_or(StorageError::MissingTable(Receipts::NAME))?;
+    let corrupt = |source| StorageError::Corrupt {
+        table: LEGACY_RECEIPTS_CF,
+        source,
+    };
+    let mut batch = WriteBatch::default();
+    let mut moved = 0_usize;
+    for entry in db.iterator_cf(legacy, IteratorMode::Start) {
+        let (key, value) = entry?;
+        let receipt: Receipt = codec::decode(&value).map_err(corrupt)?;
+        batch.put_cf(target, key, codec::encode(&StoredReceiptRef::of(&receipt)));
+        moved += 1;
+        if batch.len() >= MIGRATION_BATCH_ENTRIES {
+            db.write(std::mem::take(&mut batch))?;
+        }
+    }
+    let mut synced = WriteOptions::default();
+    synced.set_sync(true);
+    db.write_opt(batch, &synced)?;
+    db.drop_cf(LEGACY_RECEIPTS_CF)?;
+    tracing::info!(
+        receipts = moved,
+        "moved receipts to the table without their hashes"
+    );
+    Ok(())
+}
+
 impl Storage {
     /// Opens (or creates) the database and checks it belongs to `genesis`; a new database
     /// gets the genesis state in one synced batch.
@@ -280,7 +371,11 @@ impl Storage {
             let cf_opts = if *name == TREE_CF { &tree_opts } else { &opts };
             ColumnFamilyDescriptor::new(*name, cf_opts.clone())
         });
-        let mut db = DB::open_cf_descriptors(&opts, path, cfs.chain(retired_cfs(&opts, path)))?;
+        let earlier = RETIRED_CFS.iter().chain([&LEGACY_RECEIPTS_CF]);
+        let earlier: Vec<&str> = earlier.copied().collect();
+        let mut db =
+            DB::open_cf_descriptors(&opts, path, cfs.chain(existing_cfs(&opts, path, &earlier)))?;
+        migrate_receipts(&mut db)?;
         for name in RETIRED_CFS {
             if db.cf_handle(name).is_some() {
                 db.drop_cf(name)?;
@@ -413,6 +508,12 @@ impl Storage {
         Ok(self.meta()?.map_or(Height::GENESIS, |m| m.latest_height))
     }
 
+    /// A committed transaction's receipt.
+    pub fn receipt(&self, hash: &TxHash) -> Result<Option<Receipt>, StorageError> {
+        let stored = self.get::<Receipts>(hash)?;
+        Ok(stored.map(|stored| stored.into_receipt(*hash)))
+    }
+
     pub fn block(&self, height: Height) -> Result<Option<Block>, StorageError> {
         let (Some(header), Some(body)) =
             (self.get::<Headers>(&height)?, self.get::<Bodies>(&height)?)
@@ -481,7 +582,8 @@ impl Storage {
         self.put_as::<Bodies>(&mut batch, &height, &body)?;
         self.put::<Commits>(&mut batch, &height, commit.certificate)?;
         for receipt in commit.receipts {
-            self.put::<Receipts>(&mut batch, &receipt.tx_hash, receipt)?;
+            let stored = StoredReceiptRef::of(receipt);
+            self.put_as::<Receipts>(&mut batch, &receipt.tx_hash, &stored)?;
         }
         let state_cf = self.cf(STATE_CF)?;
         for (key, value) in commit.changes {
@@ -832,6 +934,60 @@ mod tests {
             .map(|k| StateView::get(&cold, k).unwrap())
             .collect();
         assert_eq!(warm_state, cold_state);
+    }
+
+    /// A committed receipt is read back whole, its stored form 32 bytes shorter; a data
+    /// dir whose receipts an earlier version stored whole has them moved on open.
+    #[test]
+    fn receipts_are_stored_without_their_hash_and_old_ones_are_moved() {
+        use crate::testing::{TestChain, create_account_tx};
+        use bidchain_runtime::crypto::Keypair;
+        use bidchain_runtime::time::Timestamp;
+        use bidchain_runtime::tx::Role;
+
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = crate::testing::genesis_for(&[1], &[]);
+        let hub = Keypair::from_seed_for_tests(1);
+        let receipt = {
+            let chain = TestChain::open(dir.path(), genesis.clone(), hub.clone()).unwrap();
+            let tx = create_account_tx(&hub, 0, &Keypair::from_seed_for_tests(9), Role::Bidder);
+            let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + 1_000);
+            let mut receipts = chain.commit(vec![tx], time).unwrap();
+            let receipt = receipts.pop().unwrap();
+            let storage = chain.chain.storage();
+            assert_eq!(
+                storage.receipt(&receipt.tx_hash).unwrap().as_ref(),
+                Some(&receipt)
+            );
+            let stored = storage.db.get_cf(
+                storage.cf(Receipts::NAME).unwrap(),
+                receipt.tx_hash.key_bytes(),
+            );
+            let stored = stored.unwrap().unwrap();
+            assert_eq!(stored.len() + 32, codec::encode(&receipt).len());
+            receipt
+        };
+        let hash = receipt.tx_hash;
+        {
+            // What an earlier version left: the receipt whole, in its own table.
+            let mut opts = Options::default();
+            opts.create_missing_column_families(true);
+            let names = ALL_CFS.iter().chain(&[LEGACY_RECEIPTS_CF]);
+            let db = DB::open_cf(&opts, dir.path(), names).unwrap();
+            db.delete_cf(db.cf_handle(Receipts::NAME).unwrap(), hash.key_bytes())
+                .unwrap();
+            let legacy = db.cf_handle(LEGACY_RECEIPTS_CF).unwrap();
+            db.put_cf(legacy, hash.key_bytes(), codec::encode(&receipt))
+                .unwrap();
+        }
+        let storage = Storage::open(dir.path(), &genesis).unwrap();
+        assert_eq!(storage.receipt(&hash).unwrap(), Some(receipt));
+        drop(storage);
+        let left = DB::list_cf(&Options::default(), dir.path()).unwrap();
+        assert!(
+            !left.iter().any(|name| name == LEGACY_RECEIPTS_CF),
+            "{left:?}"
+        );
     }
 
     #[test]
