@@ -606,7 +606,8 @@ impl Driver {
 
     /// Re-executes a block from a peer (or from this node's log). A transaction the mempool
     /// holds had its signature checked on admission; the others are checked here, unless
-    /// `signatures_checked` (block sync checked them all on the network side).
+    /// `signatures_checked` (block sync checked them, or found them in the mempool, on the
+    /// network side).
     fn verify(&self, block: Block, signatures_checked: bool) -> Result<Proposal, ChainError> {
         self.shared.chain.verify_proposal(block, |tx| {
             signatures_checked || self.shared.signature_checked(tx)

@@ -82,7 +82,7 @@ impl SyncedBlock {
     /// check) so the driver need not: the network side does this for the next block while
     /// the driver executes one. A bad signature leaves the block unchecked; the driver's
     /// own check names the transaction.
-    pub fn check(
+    pub(crate) fn check(
         block: Block,
         certificate: CommitCertificate,
         checked: impl Fn(&SignedTransaction) -> bool,
@@ -95,7 +95,7 @@ impl SyncedBlock {
         }
     }
 
-    /// Whether [`SyncedBlock::check`] found every signature good.
+    /// Whether [`SyncedBlock::check`] found every signature good (or checked before).
     pub fn signatures_checked(&self) -> bool {
         self.signatures_checked
     }

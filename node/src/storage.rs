@@ -150,8 +150,8 @@ table!(Commits, "commits", Height, CommitCertificate);
 // Read it whole with [`Storage::receipt`].
 table!(Receipts, "tx_receipts", TxHash, StoredReceipt);
 
-/// A [`Receipt`] as stored: without its transaction's hash, which is its key. That hash
-/// was 32 of the about 500 bytes the node keeps per bid transaction.
+/// A [`Receipt`] as stored: without its transaction's hash, which is its key (32 bytes
+/// less per transaction to write; LZ4 had squeezed most of the repeat on disk).
 #[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
 pub struct StoredReceipt {
     pub height: Height,
@@ -228,11 +228,13 @@ const ALL_CFS: [&str; 10] = [
 /// (RocksDB opens a database only with all its column families named): `txs`, the
 /// transaction index, which the receipts made redundant.
 const RETIRED_CFS: [&str; 1] = ["txs"];
-/// Receipts as earlier versions stored them, whole: rewritten into [`Receipts`] on open,
-/// then dropped.
+/// Receipts as earlier versions stored them, whole: moved into [`Receipts`] on open, then
+/// dropped. The name stays reserved for that.
 const LEGACY_RECEIPTS_CF: &str = "receipts";
-/// Receipts rewritten per batch when a data dir's legacy receipts are moved.
+/// Bounds on one batch of receipts moved out of the legacy table (a receipt can be
+/// hundreds of kilobytes).
 const MIGRATION_BATCH_ENTRIES: usize = 10_000;
+const MIGRATION_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 /// The descriptors of `names` that the data dir at `path` holds.
 fn existing_cfs(opts: &Options, path: &Path, names: &[&str]) -> Vec<ColumnFamilyDescriptor> {
@@ -322,8 +324,8 @@ fn tree_caches(pos: NodePos) -> bool {
 }
 
 /// Moves receipts an earlier version stored whole into [`Receipts`], then drops their
-/// table. A crash before the drop leaves the old table whole: the next open moves it
-/// again (the same puts).
+/// table. Each batch deletes what it moves, so a crash midway leaves every receipt in
+/// one table or the other and the next open goes on from there.
 fn migrate_receipts(db: &mut DB) -> Result<(), StorageError> {
     let Some(legacy) = db.cf_handle(LEGACY_RECEIPTS_CF) else {
         return Ok(());
@@ -335,31 +337,34 @@ fn migrate_receipts(db: &mut DB) -> Result<(), StorageError> {
         table: LEGACY_RECEIPTS_CF,
         source,
     };
+    tracing::info!("moving receipts to the table that stores them without their hashes");
     let mut batch = WriteBatch::default();
     let mut moved = 0_usize;
     for entry in db.iterator_cf(legacy, IteratorMode::Start) {
         let (key, value) = entry?;
         let receipt: Receipt = codec::decode(&value).map_err(corrupt)?;
-        batch.put_cf(target, key, codec::encode(&StoredReceiptRef::of(&receipt)));
+        batch.put_cf(target, &key, codec::encode(&StoredReceiptRef::of(&receipt)));
+        batch.delete_cf(legacy, &key);
         moved += 1;
-        if batch.len() >= MIGRATION_BATCH_ENTRIES {
+        if moved.is_multiple_of(MIGRATION_BATCH_ENTRIES)
+            || batch.size_in_bytes() >= MIGRATION_BATCH_BYTES
+        {
             db.write(std::mem::take(&mut batch))?;
+            tracing::info!(receipts = moved, "moved receipts so far");
         }
     }
-    let mut synced = WriteOptions::default();
-    synced.set_sync(true);
-    db.write_opt(batch, &synced)?;
+    db.write(batch)?;
+    // The table is empty now; what was moved is on disk before it goes.
+    db.flush_wal(true)?;
     db.drop_cf(LEGACY_RECEIPTS_CF)?;
-    tracing::info!(
-        receipts = moved,
-        "moved receipts to the table without their hashes"
-    );
+    tracing::info!(receipts = moved, "moved receipts");
     Ok(())
 }
 
 impl Storage {
     /// Opens (or creates) the database and checks it belongs to `genesis`; a new database
-    /// gets the genesis state in one synced batch.
+    /// gets the genesis state in one synced batch, a database of earlier versions has its
+    /// receipts moved ([`migrate_receipts`]).
     pub fn open(path: &Path, genesis: &Genesis) -> Result<Storage, StorageError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -380,13 +385,12 @@ impl Storage {
         let earlier: Vec<&str> = earlier.copied().collect();
         let mut db =
             DB::open_cf_descriptors(&opts, path, cfs.chain(existing_cfs(&opts, path, &earlier)))?;
-        migrate_receipts(&mut db)?;
         for name in RETIRED_CFS {
             if db.cf_handle(name).is_some() {
                 db.drop_cf(name)?;
             }
         }
-        let storage = Storage {
+        let mut storage = Storage {
             db: Arc::new(db),
             tree_cache: Arc::new(ReadCache::new(MAX_TREE_CACHE_ENTRIES, usize::MAX, |_, _| 0)),
             state_cache: Arc::new(ReadCache::new(
@@ -396,6 +400,9 @@ impl Storage {
             )),
         };
         storage.init_genesis(genesis)?;
+        // Only a data dir of this chain is changed; nothing else holds the database yet.
+        let db = Arc::get_mut(&mut storage.db);
+        migrate_receipts(db.ok_or(StorageError::MissingTable(LEGACY_RECEIPTS_CF))?)?;
         Ok(storage)
     }
 
@@ -408,7 +415,7 @@ impl Storage {
     /// last level's compression.
     pub fn compact(&self) -> Result<(), StorageError> {
         let mut opts = rocksdb::CompactOptions::default();
-        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
         for name in ALL_CFS {
             let cf = self.cf(name)?;
             self.db.flush_cf(cf)?;
@@ -983,16 +990,31 @@ mod tests {
             // What an earlier version left: the receipt whole, in its own table.
             let mut opts = Options::default();
             opts.create_missing_column_families(true);
-            let names = ALL_CFS.iter().chain(&[LEGACY_RECEIPTS_CF]);
+            let names = ALL_CFS.iter().chain(&["receipts"]);
             let db = DB::open_cf(&opts, dir.path(), names).unwrap();
             db.delete_cf(db.cf_handle(Receipts::NAME).unwrap(), hash.key_bytes())
                 .unwrap();
-            let legacy = db.cf_handle(LEGACY_RECEIPTS_CF).unwrap();
+            let legacy = db.cf_handle("receipts").unwrap();
             db.put_cf(legacy, hash.key_bytes(), codec::encode(&receipt))
                 .unwrap();
+            // More than one batch's worth.
+            for n in 0..MIGRATION_BATCH_ENTRIES as u64 {
+                let mut other = receipt.clone();
+                other.tx_hash = TxHash(Hash::digest(&n.to_le_bytes()));
+                let key = other.tx_hash.key_bytes();
+                db.put_cf(legacy, key, codec::encode(&other)).unwrap();
+            }
         }
         let storage = Storage::open(dir.path(), &genesis).unwrap();
-        assert_eq!(storage.receipt(&hash).unwrap(), Some(receipt));
+        assert_eq!(storage.receipt(&hash).unwrap(), Some(receipt.clone()));
+        let last = TxHash(Hash::digest(
+            &(MIGRATION_BATCH_ENTRIES as u64 - 1).to_le_bytes(),
+        ));
+        let moved = storage.receipt(&last).unwrap().unwrap();
+        assert_eq!((moved.tx_hash, moved.events), (last, receipt.events));
+        let target = storage.cf(Receipts::NAME).unwrap();
+        let count = storage.db.iterator_cf(target, IteratorMode::Start).count();
+        assert_eq!(count, MIGRATION_BATCH_ENTRIES + 1);
         drop(storage);
         let left = DB::list_cf(&Options::default(), dir.path()).unwrap();
         assert!(
