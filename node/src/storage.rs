@@ -3,8 +3,9 @@
 //! for blocks fetched from peers: see [`Durability`]), so a crash leaves either all of a
 //! block or none of it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::read_cache::ReadCache;
 use bidchain_consensus::Message;
@@ -281,7 +282,17 @@ pub struct Storage {
     tree_cache: Arc<ReadCache<NodePos, Option<Node>>>,
     /// Committed state entries, present or known absent.
     state_cache: Arc<ReadCache<Vec<u8>, Option<Vec<u8>>>>,
+    /// The keys in [`ConsensusLog`] and [`SignedBlocks`], by height.
+    logged: Arc<Mutex<LoggedKeys>>,
 }
+
+/// The keys this validator logged ([`Storage::log_signed`]) at heights not yet committed:
+/// a commit deletes them one by one, and a height with none is not looked up. A range
+/// delete per commit left a range tombstone in each table's memtable, and every iterator
+/// over the table re-sorted them all: a fifth of an observer's consensus thread during
+/// catch-up, growing with the height. Holds what is logged at undecided heights only: a
+/// few messages and blocks.
+type LoggedKeys = BTreeMap<Height, Vec<(&'static str, Vec<u8>)>>;
 
 /// State-tree nodes down to this depth are cached: at most 2^17 - 1 positions (about
 /// 16 MiB). Every block reads and rewrites the paths from the root to the keys it changes,
@@ -317,6 +328,12 @@ fn tree_options(base: &mut Options) -> Result<Options, StorageError> {
     let mut opts = base.get_options_from_string(TREE_INSERT_HINT)?;
     opts.set_write_buffer_size(TREE_WRITE_BUFFER_BYTES);
     Ok(opts)
+}
+
+/// The height a [`ConsensusLog`] or [`SignedBlocks`] key starts with.
+fn key_height(key: &[u8]) -> Option<Height> {
+    let bytes = key.first_chunk::<8>()?;
+    Some(Height(u64::from_be_bytes(*bytes)))
 }
 
 fn tree_caches(pos: NodePos) -> bool {
@@ -398,8 +415,10 @@ impl Storage {
                 MAX_STATE_CACHE_BYTES,
                 state_entry_bytes,
             )),
+            logged: Arc::default(),
         };
         storage.init_genesis(genesis)?;
+        storage.logged = Arc::new(Mutex::new(storage.scan_logged()?));
         // Only a data dir of this chain is changed; nothing else holds the database yet.
         let db = Arc::get_mut(&mut storage.db);
         migrate_receipts(db.ok_or(StorageError::MissingTable(LEGACY_RECEIPTS_CF))?)?;
@@ -615,11 +634,10 @@ impl Storage {
             self.put::<SetChanges>(&mut batch, &height, set)?;
         }
         // Messages signed up to this height can no longer matter: the height is decided.
-        let log_cf = self.cf(ConsensusLog::NAME)?;
-        batch.delete_range_cf(log_cf, Vec::new(), (height.next(), 0).key_bytes());
-        let blocks_cf = self.cf(SignedBlocks::NAME)?;
-        let end = (height.next(), BlockHash::default()).key_bytes();
-        batch.delete_range_cf(blocks_cf, Vec::new(), end);
+        let decided = self.logged_until(height);
+        for (name, key) in decided.values().flatten() {
+            batch.delete_cf(self.cf(name)?, key);
+        }
         meta.latest_height = height;
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
         // Other threads (the API, admission) read state while the batch is written. The
@@ -628,7 +646,37 @@ impl Storage {
         self.state_cache.forget(commit.changes.keys());
         self.write(batch, commit.durability)?;
         self.applied(commit.changes, commit.state_nodes);
+        self.lock_logged().retain(|logged, _| *logged > height);
         Ok(())
+    }
+
+    fn lock_logged(&self) -> std::sync::MutexGuard<'_, LoggedKeys> {
+        // The map is changed only after the write it mirrors: a panic cannot leave it
+        // half-updated.
+        self.logged.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The logged keys at heights up to `height`.
+    fn logged_until(&self, height: Height) -> LoggedKeys {
+        let logged = self.lock_logged();
+        let until = logged.range(..=height);
+        until.map(|(h, keys)| (*h, keys.clone())).collect()
+    }
+
+    /// Reads the keys of both logs, once on open.
+    fn scan_logged(&self) -> Result<LoggedKeys, StorageError> {
+        let mut logged = LoggedKeys::new();
+        for name in [ConsensusLog::NAME, SignedBlocks::NAME] {
+            for item in self.db.iterator_cf(self.cf(name)?, IteratorMode::Start) {
+                let (key, _) = item?;
+                let height = key_height(&key).ok_or_else(|| StorageError::Corrupt {
+                    table: name,
+                    source: CodecError::Malformed("key shorter than a height".into()),
+                })?;
+                logged.entry(height).or_default().push((name, key.to_vec()));
+            }
+        }
+        Ok(logged)
     }
 
     /// Brings the caches up to state and tree writes that are now durable.
@@ -652,14 +700,23 @@ impl Storage {
         blocks: &[&Block],
     ) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
+        let mut keys = Vec::with_capacity(entries.len() + blocks.len());
         for (height, seq, message) in entries {
-            self.put::<ConsensusLog>(&mut batch, &(*height, *seq), message)?;
+            let key = (*height, *seq);
+            self.put::<ConsensusLog>(&mut batch, &key, message)?;
+            keys.push((*height, ConsensusLog::NAME, key.key_bytes()));
         }
         for block in blocks {
             let key = (block.header.height, block.id());
             self.put::<SignedBlocks>(&mut batch, &key, block)?;
+            keys.push((key.0, SignedBlocks::NAME, key.key_bytes()));
         }
-        self.write_synced(batch)
+        self.write_synced(batch)?;
+        let mut logged = self.lock_logged();
+        for (height, name, key) in keys {
+            logged.entry(height).or_default().push((name, key));
+        }
+        Ok(())
     }
 
     /// The blocks logged with this validator's messages at `height`.
@@ -678,6 +735,13 @@ impl Storage {
         height: Height,
         decode: fn(&[u8]) -> Result<T::Value, CodecError>,
     ) -> Result<Vec<T::Value>, StorageError> {
+        let logged = self
+            .lock_logged()
+            .get(&height)
+            .is_some_and(|keys| keys.iter().any(|(name, _)| *name == T::NAME));
+        if !logged {
+            return Ok(Vec::new());
+        }
         let prefix = height.key_bytes();
         let cf = self.cf(T::NAME)?;
         let mut out = Vec::new();
@@ -952,6 +1016,53 @@ mod tests {
             .map(|k| StateView::get(&cold, k).unwrap())
             .collect();
         assert_eq!(warm_state, cold_state);
+    }
+
+    /// What a validator logged at a height is deleted when the height is committed, and
+    /// only then; the index of logged keys is rebuilt on open.
+    #[test]
+    fn a_commit_deletes_what_was_logged_up_to_its_height() {
+        use crate::testing::TestChain;
+        use bidchain_consensus::types::{Vote, sign_vote};
+        use bidchain_consensus::{Message, VoteKind};
+        use bidchain_runtime::crypto::Keypair;
+        use bidchain_runtime::ids::Round;
+        use bidchain_runtime::time::Timestamp;
+
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = crate::testing::genesis_for(&[1], &[]);
+        let hub = Keypair::from_seed_for_tests(1);
+        let vote = |height| {
+            let vote = Vote {
+                kind: VoteKind::Prevote,
+                height,
+                round: Round(0),
+                block_id: None,
+                validator_index: 0,
+            };
+            Message::Vote(sign_vote(vote, &genesis.chain_id, &hub))
+        };
+        let (one, two) = (vote(Height(1)), vote(Height(2)));
+        let rows = |storage: &Storage| {
+            let cf = storage.cf(ConsensusLog::NAME).unwrap();
+            storage.db.iterator_cf(cf, IteratorMode::Start).count()
+        };
+        {
+            let chain = TestChain::open(dir.path(), genesis.clone(), hub.clone()).unwrap();
+            let storage = chain.chain.storage();
+            let entries = [(Height(1), 0, &one), (Height(2), 0, &two)];
+            storage.log_signed(&entries, &[]).unwrap();
+            assert_eq!(storage.signed_at(Height(1)).unwrap(), vec![one.clone()]);
+        }
+        let chain = TestChain::open(dir.path(), genesis.clone(), hub.clone()).unwrap();
+        let storage = chain.chain.storage();
+        assert_eq!(rows(storage), 2);
+        assert_eq!(storage.signed_at(Height(2)).unwrap(), vec![two.clone()]);
+        let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + 1_000);
+        chain.commit(vec![], time).unwrap();
+        assert_eq!(rows(storage), 1, "height 1 is deleted from the table");
+        assert!(storage.signed_at(Height(1)).unwrap().is_empty());
+        assert_eq!(storage.signed_at(Height(2)).unwrap(), vec![two]);
     }
 
     /// A committed receipt is read back whole, its stored form 32 bytes shorter; a data
