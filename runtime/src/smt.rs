@@ -535,11 +535,10 @@ mod tests {
         }
     }
 
+    type Batch = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
     /// [`update`] on one thread, as it runs below [`PARALLEL_MIN_CHANGES`].
-    fn update_sequential(
-        store: &BTreeMap<NodePos, Node>,
-        changes: &[(Vec<u8>, Option<Vec<u8>>)],
-    ) -> TreeUpdate {
+    fn update_sequential(store: &BTreeMap<NodePos, Node>, changes: &Batch) -> TreeUpdate {
         let sorted: BTreeMap<Hash, Option<Hash>> = changes
             .iter()
             .map(|(k, v)| (key_hash(k), v.as_deref().map(value_hash)))
@@ -562,7 +561,7 @@ mod tests {
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let mut store = BTreeMap::new();
         let keys: Vec<Vec<u8>> = (0u32..3_000).map(|i| i.to_le_bytes().to_vec()).collect();
-        let mut batches: Vec<Vec<(Vec<u8>, Option<Vec<u8>>)>> = vec![
+        let mut batches: Vec<Batch> = vec![
             keys.iter().map(|k| (k.clone(), Some(k.clone()))).collect(),
             (0..PARALLEL_MIN_CHANGES * 2)
                 .map(|_| {
