@@ -289,9 +289,9 @@ pub struct Storage {
 /// The keys this validator logged ([`Storage::log_signed`]) at heights not yet committed:
 /// a commit deletes them one by one, and a height with none is not looked up. A range
 /// delete per commit left a range tombstone in each table's memtable, and every iterator
-/// over the table re-sorted them all: a fifth of an observer's consensus thread during
-/// catch-up, growing with the height. Holds what is logged at undecided heights only: a
-/// few messages and blocks.
+/// over the table re-sorted them all: an observer catching up slowed with every block
+/// (79 blocks/s up to height 1,000, 4 past 3,000). Holds what is logged at undecided
+/// heights only: a few messages and blocks.
 type LoggedKeys = BTreeMap<Height, Vec<(&'static str, Vec<u8>)>>;
 
 /// State-tree nodes down to this depth are cached: at most 2^17 - 1 positions (about
