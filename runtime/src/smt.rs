@@ -204,6 +204,20 @@ pub fn update<'a>(
     store: &(impl NodeStore + Sync),
     changes: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
 ) -> Result<TreeUpdate, SmtError> {
+    update_with(store, changes, PARALLEL_MIN_CHANGES)
+}
+
+/// From this many changes, [`update`] does the root's two halves on two threads: hashing
+/// and reading the paths below the root was a seventh of a node's consensus thread while
+/// it caught up, and the halves share nothing. Fewer changes are not worth a thread.
+const PARALLEL_MIN_CHANGES: usize = 256;
+
+/// [`update`], with the root's halves on two threads from `parallel_from` changes.
+fn update_with<'a>(
+    store: &(impl NodeStore + Sync),
+    changes: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    parallel_from: usize,
+) -> Result<TreeUpdate, SmtError> {
     // Sorted by key hash, the changes under any node are one contiguous run.
     let sorted: BTreeMap<Hash, Option<Hash>> = changes
         .into_iter()
@@ -212,12 +226,8 @@ pub fn update<'a>(
     let sorted: Vec<Change> = sorted.into_iter().collect();
     let mut writes = NodeWrites::new();
     let old = store.node(NodePos::ROOT)?;
-    let new = match old {
-        Some(Node::Inner(_)) if sorted.len() >= PARALLEL_MIN_CHANGES => {
-            update_root_halves(store, &sorted, &mut writes)?
-        }
-        _ => update_at(store, NodePos::ROOT, old, &sorted, &mut writes)?,
-    };
+    let apart = sorted.len() >= parallel_from;
+    let new = update_at(store, NodePos::ROOT, old, &sorted, apart, &mut writes)?;
     place(&mut writes, NodePos::ROOT, old, new);
     Ok(TreeUpdate {
         root: new.hash(),
@@ -225,41 +235,34 @@ pub fn update<'a>(
     })
 }
 
-/// From this many changes, [`update`] does the root's two halves on two threads: hashing
-/// and reading the paths below the root was a seventh of a node's consensus thread while
-/// it caught up, and the halves share nothing. Fewer changes are not worth a thread.
-const PARALLEL_MIN_CHANGES: usize = 256;
+/// One subtree's update: `pos`, what was stored there, its changes.
+type Half<'c> = (NodePos, Option<Node>, &'c [Change]);
 
-/// [`update_at`] on an inner root, its left half on a scoped thread of its own. The writes
-/// are the same as on one thread: the halves write disjoint positions.
-fn update_root_halves(
+/// [`update_at`] on two halves, the left on a scoped thread of its own. The writes are
+/// the same as on one thread: the halves write disjoint positions.
+fn update_apart(
     store: &(impl NodeStore + Sync),
-    changes: &[Change],
+    [
+        (left_pos, left_old, left_changes),
+        (right_pos, right_old, right_changes),
+    ]: [Half<'_>; 2],
     writes: &mut NodeWrites,
-) -> Result<Sub, SmtError> {
-    let split = changes.partition_point(|(key, _)| !bit(key, 0));
-    let (left_changes, right_changes) = changes.split_at(split);
-    let root = NodePos::ROOT;
-    let (left_pos, right_pos) = (root.child(false), root.child(true));
-    let (left_old, right_old) = (store.node(left_pos)?, store.node(right_pos)?);
+) -> Result<(Sub, Sub), SmtError> {
     let (left, right) = std::thread::scope(|scope| {
         let left = scope.spawn(|| {
             let mut writes = NodeWrites::new();
-            update_at(store, left_pos, left_old, left_changes, &mut writes).map(|s| (s, writes))
+            update_at(store, left_pos, left_old, left_changes, false, &mut writes)
+                .map(|sub| (sub, writes))
         });
-        let right = update_at(store, right_pos, right_old, right_changes, writes);
+        let right = update_at(store, right_pos, right_old, right_changes, false, writes);
         let left = left
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (left, right)
     });
     let (left, left_writes) = left?;
-    let right = right?;
     writes.extend(left_writes);
-    Ok(join(
-        writes,
-        [(left_pos, left_old, left), (right_pos, right_old, right)],
-    ))
+    Ok((left, right?))
 }
 
 /// Records the node now at `pos` if it differs from what was stored there.
@@ -273,11 +276,14 @@ fn place(writes: &mut NodeWrites, pos: NodePos, old: Option<Node>, new: Sub) {
     }
 }
 
+/// The subtree at `pos` after `changes`; `apart`: its halves on two threads, if it is an
+/// inner node.
 fn update_at(
-    store: &impl NodeStore,
+    store: &(impl NodeStore + Sync),
     pos: NodePos,
     old: Option<Node>,
     changes: &[Change],
+    apart: bool,
     writes: &mut NodeWrites,
 ) -> Result<Sub, SmtError> {
     if changes.is_empty() {
@@ -296,8 +302,17 @@ fn update_at(
             let (left_changes, right_changes) = changes.split_at(split);
             let (left_pos, right_pos) = (pos.child(false), pos.child(true));
             let (left_old, right_old) = (store.node(left_pos)?, store.node(right_pos)?);
-            let left = update_at(store, left_pos, left_old, left_changes, writes)?;
-            let right = update_at(store, right_pos, right_old, right_changes, writes)?;
+            let (left, right) = if apart {
+                let halves = [
+                    (left_pos, left_old, left_changes),
+                    (right_pos, right_old, right_changes),
+                ];
+                update_apart(store, halves, writes)?
+            } else {
+                let left = update_at(store, left_pos, left_old, left_changes, false, writes)?;
+                let right = update_at(store, right_pos, right_old, right_changes, false, writes)?;
+                (left, right)
+            };
             Ok(join(
                 writes,
                 [(left_pos, left_old, left), (right_pos, right_old, right)],
@@ -537,23 +552,6 @@ mod tests {
 
     type Batch = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
-    /// [`update`] on one thread, as it runs below [`PARALLEL_MIN_CHANGES`].
-    fn update_sequential(store: &BTreeMap<NodePos, Node>, changes: &Batch) -> TreeUpdate {
-        let sorted: BTreeMap<Hash, Option<Hash>> = changes
-            .iter()
-            .map(|(k, v)| (key_hash(k), v.as_deref().map(value_hash)))
-            .collect();
-        let sorted: Vec<Change> = sorted.into_iter().collect();
-        let mut writes = NodeWrites::new();
-        let old = store.node(NodePos::ROOT).unwrap();
-        let new = update_at(store, NodePos::ROOT, old, &sorted, &mut writes).unwrap();
-        place(&mut writes, NodePos::ROOT, old, new);
-        TreeUpdate {
-            root: new.hash(),
-            writes,
-        }
-    }
-
     /// Big batches take the two-thread path: the same root and writes as one thread,
     /// including when a half empties or shrinks to one leaf.
     #[test]
@@ -589,8 +587,9 @@ mod tests {
         );
         for (round, batch) in batches.iter().enumerate() {
             assert!(batch.len() >= PARALLEL_MIN_CHANGES, "round {round}");
-            let expected = update_sequential(&store, batch);
-            let got = update(&store, batch.iter().map(|(k, v)| (&k[..], v.as_deref()))).unwrap();
+            let changes = || batch.iter().map(|(k, v)| (&k[..], v.as_deref()));
+            let expected = update_with(&store, changes(), usize::MAX).unwrap();
+            let got = update(&store, changes()).unwrap();
             assert_eq!(got, expected, "round {round}");
             apply_writes(&mut store, &got.writes);
         }
