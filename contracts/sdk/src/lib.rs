@@ -259,11 +259,8 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// Emits an event into the receipt: a kind and key/value attributes in words.
 pub fn emit(kind: &str, attributes: &[(&str, String)]) {
-    let pairs: Vec<(String, String)> = attributes
-        .iter()
-        .map(|(k, v)| (String::from(*k), v.clone()))
-        .collect();
-    let data = pairs.encode();
+    // Encodes as the `Vec<(String, String)>` the host decodes, without copying each text.
+    let data = attributes.encode();
     unsafe {
         host::emit_event(
             kind.as_ptr(),
