@@ -43,9 +43,9 @@ impl fmt::Display for DecodeError {
 }
 
 /// What [`Encode::encode`] reserves at first: most records fit. In wasm, each growth of
-/// a vector past it is a new block and a copy; growing from empty cost a bid call about
-/// a fifth of its instructions.
-pub const ENCODE_CAPACITY_BYTES: usize = 512;
+/// a vector is a new block and a copy; growing vectors were the largest share of a bid
+/// call's wasm time in its profile.
+const ENCODE_CAPACITY_BYTES: usize = 512;
 
 pub trait Encode {
     fn encode_to(&self, out: &mut Vec<u8>);

@@ -74,8 +74,8 @@ bytes32!(
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// `bytes` as 64 hex digits, written into `out`. One string for the formatter: a
-/// `{:02x}` per byte went through core::fmt's padding 32 times, most of a bid
-/// receipt's cost in wasm.
+/// `{:02x}` per byte went through core::fmt's padding 32 times, 13 % of a bid call's
+/// wasm instructions (its three ids).
 fn hex32<'a>(bytes: &[u8; 32], out: &'a mut [u8; 64]) -> &'a str {
     for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = HEX_DIGITS[usize::from(byte >> 4)];

@@ -21,6 +21,7 @@ pub fn format_ms(ms: u64) -> String {
         push_padded(&mut out, value, width);
         out.push(then);
     }
+    // The seconds end in '.' for the milliseconds, dropped when there are none.
     if millis == 0 {
         out.pop();
     } else {
@@ -31,7 +32,7 @@ pub fn format_ms(ms: u64) -> String {
 }
 
 /// Appends `value` in decimal, zero-padded to `width` digits. By hand rather than with
-/// `format!`: core::fmt's padding was most of a bid receipt's formatting cost in wasm.
+/// `format!`: core::fmt's padding is costly in wasm (see `ids::hex32`).
 fn push_padded(out: &mut String, value: u64, width: usize) {
     let mut digits = [b'0'; 20];
     let mut start = digits.len();
