@@ -866,7 +866,7 @@ impl StateSnapshot<'_> {
 impl NodeStore for StateSnapshot<'_> {
     fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
         let bytes = self
-            .get_raw(TREE_CF, &pos.to_bytes())
+            .get_raw(TREE_CF, pos.to_bytes().as_ref())
             .map_err(|e| SmtError::Storage(e.to_string()))?;
         bytes.map(|b| Node::from_bytes(&b)).transpose()
     }

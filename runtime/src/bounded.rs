@@ -213,11 +213,23 @@ impl<const MAX: usize> BoundedString<MAX> {
     /// Cuts `text` at a character boundary to fit, for human-readable reasons that must
     /// never fail to be recorded.
     pub fn truncating(text: &str) -> Self {
+        BoundedString(text[..Self::fitting_len(text)].to_owned())
+    }
+
+    /// [`BoundedString::truncating`] for a string the caller owns: cut in place, not
+    /// copied (a contract's decoded event values, several per transaction).
+    pub fn truncated(mut text: String) -> Self {
+        text.truncate(Self::fitting_len(&text));
+        BoundedString(text)
+    }
+
+    /// The longest prefix of `text` that fits and ends on a character boundary.
+    fn fitting_len(text: &str) -> usize {
         let mut end = text.len().min(MAX);
         while !text.is_char_boundary(end) {
             end -= 1;
         }
-        BoundedString(text[..end].to_owned())
+        end
     }
 
     pub fn as_str(&self) -> &str {
@@ -325,6 +337,11 @@ mod tests {
         );
         assert!(BoundedString::<3>::new("abcd").is_err());
         assert_eq!(BoundedString::<4>::truncating("数据").as_str(), "数");
+        assert_eq!(BoundedString::<4>::truncated("数据".into()).as_str(), "数");
+        assert_eq!(
+            BoundedString::<4>::truncated("abcd".into()).as_str(),
+            "abcd"
+        );
         let v = BoundedVec::<u32, 3>::new(vec![1, 2, 3]).unwrap();
         assert_eq!(decode::<BoundedVec<u32, 3>>(&encode(&v)).unwrap(), v);
     }

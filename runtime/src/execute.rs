@@ -457,11 +457,7 @@ fn apply_call<V: StateView + Clone + Send + 'static>(
 /// is kept as hex.
 fn receipt_event(event: &ContractEvent) -> Event {
     match Vec::<(String, String)>::decode(&event.data) {
-        Ok(pairs) => {
-            let attrs: Vec<(&str, String)> =
-                pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-            Event::new(&event.kind, &attrs)
-        }
+        Ok(pairs) => Event::from_pairs(&event.kind, pairs),
         Err(_) => Event::new(&event.kind, &[("data", hex::encode(&event.data))]),
     }
 }

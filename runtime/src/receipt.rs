@@ -32,12 +32,21 @@ pub struct Event {
 impl Event {
     /// Builds an event, cutting over-long values: an event must never fail to record.
     pub fn new(kind: &str, attributes: &[(&str, String)]) -> Event {
-        let attributes = attributes
+        let pairs = attributes
             .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.clone()));
+        Event::from_pairs(kind, pairs)
+    }
+
+    /// [`Event::new`] from pairs the caller owns (a contract's decoded event), moved in
+    /// rather than copied.
+    pub fn from_pairs(kind: &str, pairs: impl IntoIterator<Item = (String, String)>) -> Event {
+        let attributes = pairs
+            .into_iter()
             .take(MAX_EVENT_ATTRS)
             .map(|(key, value)| EventAttr {
-                key: BoundedString::truncating(key),
-                value: BoundedString::truncating(value),
+                key: BoundedString::truncated(key),
+                value: BoundedString::truncated(value),
             })
             .collect();
         Event {

@@ -61,9 +61,49 @@ impl NodePos {
     }
 
     /// Storage key: depth (big-endian u16) then the prefix bytes that hold its bits.
-    pub fn to_bytes(self) -> Vec<u8> {
+    pub fn to_bytes(self) -> NodeBytes<POS_BYTES> {
         let used = usize::from(self.depth).div_ceil(8);
-        [&self.depth.to_be_bytes()[..], &self.prefix[..used]].concat()
+        let mut out = NodeBytes::default();
+        out.push(&self.depth.to_be_bytes());
+        out.push(&self.prefix[..used]);
+        out
+    }
+}
+
+/// The longest storage key of a position: depth and a whole prefix.
+pub const POS_BYTES: usize = 2 + 32;
+/// The longest stored node: a leaf's key hash and value hash.
+pub const NODE_BYTES: usize = 64;
+
+/// A position's key or a node's bytes, kept on the stack: tree nodes are most of what a
+/// block writes (about five per changed key), and each was two small heap buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeBytes<const MAX: usize> {
+    bytes: [u8; MAX],
+    len: usize,
+}
+
+impl<const MAX: usize> Default for NodeBytes<MAX> {
+    fn default() -> Self {
+        NodeBytes {
+            bytes: [0; MAX],
+            len: 0,
+        }
+    }
+}
+
+impl<const MAX: usize> NodeBytes<MAX> {
+    /// Appends `part`; the callers' sizes are fixed, so an overflow is a bug here.
+    fn push(&mut self, part: &[u8]) {
+        let end = self.len + part.len();
+        self.bytes[self.len..end].copy_from_slice(part);
+        self.len = end;
+    }
+}
+
+impl<const MAX: usize> AsRef<[u8]> for NodeBytes<MAX> {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -83,11 +123,16 @@ impl Node {
     }
 
     /// 32 bytes for an inner node, 64 for a leaf.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> NodeBytes<NODE_BYTES> {
+        let mut out = NodeBytes::default();
         match self {
-            Node::Inner(hash) => hash.0.to_vec(),
-            Node::Leaf { key, value } => [key.0, value.0].concat(),
+            Node::Inner(hash) => out.push(&hash.0),
+            Node::Leaf { key, value } => {
+                out.push(&key.0);
+                out.push(&value.0);
+            }
         }
+        out
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Node, SmtError> {
@@ -506,6 +551,22 @@ mod tests {
             self.0 ^= self.0 << 17;
             self.0
         }
+    }
+
+    #[test]
+    fn stored_bytes_of_nodes_and_positions() {
+        let (key, value) = (Hash([1; 32]), Hash([2; 32]));
+        for node in [Node::Inner(key), Node::Leaf { key, value }] {
+            assert_eq!(Node::from_bytes(node.to_bytes().as_ref()), Ok(node));
+        }
+        assert_eq!(NodePos::ROOT.to_bytes().as_ref(), &[0, 0]);
+        let deep = NodePos::ROOT.child(true).child(false).child(true);
+        assert_eq!(deep.to_bytes().as_ref(), &[0, 3, 0b1010_0000]);
+        let mut bottom = NodePos::ROOT;
+        for _ in 0..KEY_BITS {
+            bottom = bottom.child(true);
+        }
+        assert_eq!(bottom.to_bytes().as_ref().len(), POS_BYTES);
     }
 
     #[test]
