@@ -4,11 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
-# The contracts are their own wasm32 workspace (genesis/build.rs builds them); `trading`'s
-# unit tests run on the host.
+# The contracts are their own wasm32 workspace (genesis/build.rs builds them); the unit
+# tests of `trading` and of the SDK's host-independent parts run on the host.
 cargo fmt --manifest-path contracts/Cargo.toml --all -- --check
 cargo clippy --manifest-path contracts/Cargo.toml --workspace --target wasm32-unknown-unknown --locked --offline -- -D warnings
-cargo test --manifest-path contracts/Cargo.toml -p bidchain-trading --locked --offline
+cargo test --manifest-path contracts/Cargo.toml -p bidchain-trading -p bidchain-sdk --locked --offline
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Always the whole workspace with every target: a narrower selection resolves other
 # features for shared dependencies (libc, ...) and rebuilds RocksDB from C++ source.

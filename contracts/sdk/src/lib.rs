@@ -6,7 +6,7 @@
 //! allocation. Each call runs in a fresh instance, so a call's memory is gone when it
 //! returns; the host bounds how far it may grow.
 
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
@@ -344,4 +344,47 @@ macro_rules! entry {
             $crate::dispatch(ptr, len, $handler)
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+
+    /// A host read of `value`: written whole when it fits `cap`, its length returned.
+    fn host_read(value: &[u8], calls: &core::cell::Cell<u32>) -> impl Fn(*mut u8, i32) -> i32 {
+        move |out, cap| {
+            calls.set(calls.get() + 1);
+            if value.len() <= usize::try_from(cap).unwrap() {
+                // SAFETY: `out` has room for `cap` bytes, as read_value promises the host.
+                unsafe { core::ptr::copy_nonoverlapping(value.as_ptr(), out, value.len()) };
+            }
+            cap_i32(value.len())
+        }
+    }
+
+    #[test]
+    fn values_are_read_whole_around_the_first_guess() {
+        for len in [
+            0,
+            1,
+            READ_GUESS_BYTES - 1,
+            READ_GUESS_BYTES,
+            READ_GUESS_BYTES + 1,
+            70_000,
+        ] {
+            let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let calls = core::cell::Cell::new(0);
+            let read = read_value(host_read(&value, &calls));
+            assert_eq!(read.as_deref(), Some(&value[..]), "{len} bytes");
+            assert_eq!(read.unwrap().capacity(), len, "kept no more than the value");
+            assert_eq!(calls.get(), if len > READ_GUESS_BYTES { 2 } else { 1 });
+        }
+    }
+
+    #[test]
+    fn an_absent_value_reads_as_none() {
+        assert_eq!(read_value(|_, _| -1), None);
+    }
 }
