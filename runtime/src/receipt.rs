@@ -101,3 +101,25 @@ impl Receipt {
         merkle::leaf_hash(&codec::encode(self))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Receipts are consensus: a contract's event keeps its first `MAX_EVENT_ATTRS` pairs
+    /// in order, each value cut at the last character boundary within the bound.
+    #[test]
+    fn an_event_keeps_the_first_pairs_and_cuts_long_values() {
+        let long = "数".repeat(MAX_EVENT_VALUE_LEN);
+        let pairs = (0..MAX_EVENT_ATTRS + 4).map(|i| (format!("k{i}"), long.clone()));
+        let event = Event::from_pairs("bid", pairs);
+        assert_eq!(event.kind.as_str(), "bid");
+        assert_eq!(event.attributes.len(), MAX_EVENT_ATTRS);
+        // Three bytes a character: 85 of them fit in 256 bytes.
+        let cut = "数".repeat(MAX_EVENT_VALUE_LEN / 3);
+        for (i, attr) in event.attributes.iter().enumerate() {
+            assert_eq!(attr.key.as_str(), format!("k{i}"));
+            assert_eq!(attr.value.as_str(), cut);
+        }
+    }
+}

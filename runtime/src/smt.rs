@@ -566,7 +566,10 @@ mod tests {
         for _ in 0..KEY_BITS {
             bottom = bottom.child(true);
         }
-        assert_eq!(bottom.to_bytes().as_ref().len(), POS_BYTES);
+        let mut full = vec![1, 0];
+        full.extend([0xff; 32]);
+        assert_eq!(bottom.to_bytes().as_ref(), &full[..]);
+        assert_eq!(full.len(), POS_BYTES);
     }
 
     #[test]
