@@ -17,7 +17,7 @@ use bidchain_runtime::ids::{AccountId, ChainId, Height, Nonce};
 use bidchain_runtime::merkle;
 use bidchain_runtime::receipt::Receipt;
 use bidchain_runtime::smt::TreeUpdate;
-use bidchain_runtime::state::{self, Overlay, StateError, StateKey};
+use bidchain_runtime::state::{self, Overlay, StateError, StateKey, StateView};
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::SignedTransaction;
 use bidchain_runtime::validator::ValidatorSet;
@@ -123,9 +123,7 @@ impl Chain {
 
     /// The validator set that signs the next block.
     pub fn validator_set(&self) -> Result<ValidatorSet, ChainError> {
-        Overlay::new(&self.storage)
-            .validator_set()?
-            .ok_or(ChainError::NoValidatorSet)
+        validator_set_in(&self.storage)
     }
 
     /// Builds the next block from `candidates` at `time`. Candidates that have become
@@ -167,7 +165,8 @@ impl Chain {
             }
         };
         let txs = BoundedVec::new(candidates).map_err(|e| ChainError::TooManyTxs(e.len))?;
-        let (header, state) = self.header_for(&env, &txs, &executed, proposer)?;
+        let state = self.storage.state_update(&executed.changes)?;
+        let header = self.header_for(&self.storage, &env, &txs, &executed, proposer, state.root)?;
         Ok(Proposal {
             block: Block {
                 header,
@@ -228,32 +227,32 @@ impl Chain {
         }
     }
 
-    fn header_for(
+    fn header_for<V: StateView>(
         &self,
+        view: &V,
         env: &BlockEnv,
         txs: &[SignedTransaction],
         executed: &Executed,
         proposer: PublicKey,
-    ) -> Result<(Header, TreeUpdate), ChainError> {
-        let validators_hash = self.validator_set()?.hash();
+        state_root: Hash,
+    ) -> Result<Header, ChainError> {
+        let validators_hash = validator_set_in(view)?.hash();
         let next_set: Option<ValidatorSet> =
-            state::get_after(&self.storage, &executed.changes, StateKey::ValidatorSet)?;
+            state::get_after(view, &executed.changes, StateKey::ValidatorSet)?;
         let next_validators_hash = next_set.ok_or(ChainError::NoValidatorSet)?.hash();
-        let state = self.storage.state_update(&executed.changes)?;
-        let header = Header {
+        Ok(Header {
             chain_id: self.genesis.chain_id.clone(),
             height: env.height,
             time: env.time,
             prev_block_id: env.prev_block_id,
             tx_root: merkle::root(&block::tx_leaves(txs)),
             receipts_root: receipts_root(&executed.receipts),
-            state_root: state.root,
+            state_root,
             validators_hash,
             next_validators_hash,
             proposer,
             last_commit_hash: block::last_commit_hash(&env.last_commit),
-        };
-        Ok((header, state))
+        })
     }
 
     /// Checks a proposed block against the tip, checks the signatures of its transactions
@@ -266,14 +265,37 @@ impl Chain {
         checked: impl Fn(&SignedTransaction) -> bool,
     ) -> Result<Proposal, ChainError> {
         let tip = self.tip()?;
-        self.check_position(&tip, &block.header)?;
-        execute::verify_signatures(&block.txs, checked)?;
-        let (expected, executed, state) = self.build_exact(&tip, &block)?;
+        let executed = self.execute_checked(&self.storage, &tip, &block, checked)?;
+        self.check_state_root(block, executed)
+    }
+
+    /// [`Chain::verify_proposal`] but for the state root, on top of `view` whose last
+    /// block is `tip`: the committed state, or (catching up) that with the changes of
+    /// fetched blocks still being written. The state root needs the tree after the
+    /// parent: [`Chain::check_state_root`] checks it once the parent is written.
+    pub fn execute_checked<V: StateView + Clone + Send + 'static>(
+        &self,
+        view: &V,
+        tip: &Tip,
+        block: &Block,
+        checked: impl Fn(&SignedTransaction) -> bool,
+    ) -> Result<Executed, ChainError> {
         let got = &block.header;
+        self.check_position(tip, got)?;
+        execute::verify_signatures(&block.txs, checked)?;
+        let env = self.env(tip, got.time, block.last_commit.clone());
+        let executed = execute::execute_block(view, &self.contracts, &env, &block.txs)?;
+        let expected = self.header_for(
+            view,
+            &env,
+            &block.txs,
+            &executed,
+            got.proposer,
+            got.state_root,
+        )?;
         let fields = [
             ("tx_root", expected.tx_root, got.tx_root),
             ("receipts_root", expected.receipts_root, got.receipts_root),
-            ("state_root", expected.state_root, got.state_root),
             (
                 "validators_hash",
                 expected.validators_hash,
@@ -291,31 +313,25 @@ impl Chain {
             ),
         ];
         for (field, expected, got) in fields {
-            if expected != got {
-                return Err(ChainError::HeaderMismatch {
-                    field,
-                    expected,
-                    got,
-                });
-            }
+            mismatch(field, expected, got)?;
         }
+        Ok(executed)
+    }
+
+    /// The state tree after `executed`, over the committed state (which must be at
+    /// `block`'s parent); the header's state root must be its root.
+    pub fn check_state_root(
+        &self,
+        block: Block,
+        executed: Executed,
+    ) -> Result<Proposal, ChainError> {
+        let state = self.storage.state_update(&executed.changes)?;
+        mismatch("state_root", state.root, block.header.state_root)?;
         Ok(Proposal {
             block,
             executed,
             state,
         })
-    }
-
-    fn build_exact(
-        &self,
-        tip: &Tip,
-        block: &Block,
-    ) -> Result<(Header, Executed, TreeUpdate), ChainError> {
-        let env = self.env(tip, block.header.time, block.last_commit.clone());
-        let executed = execute::execute_block(&self.storage, &self.contracts, &env, &block.txs)?;
-        let (header, state) =
-            self.header_for(&env, &block.txs, &executed, block.header.proposer)?;
-        Ok((header, executed, state))
     }
 
     fn check_position(&self, tip: &Tip, header: &Header) -> Result<(), ChainError> {
@@ -376,6 +392,24 @@ impl Chain {
             durability,
         })?;
         Ok(())
+    }
+}
+
+/// The validator set that signs the block after `view`'s state.
+pub fn validator_set_in<V: StateView + ?Sized>(view: &V) -> Result<ValidatorSet, ChainError> {
+    Overlay::new(view)
+        .validator_set()?
+        .ok_or(ChainError::NoValidatorSet)
+}
+
+fn mismatch(field: &'static str, expected: Hash, got: Hash) -> Result<(), ChainError> {
+    match expected == got {
+        true => Ok(()),
+        false => Err(ChainError::HeaderMismatch {
+            field,
+            expected,
+            got,
+        }),
     }
 }
 

@@ -22,10 +22,11 @@ use bidchain_runtime::block::{Block, BlockHash, CommitCertificate};
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::Height;
 use bidchain_runtime::time::Timestamp;
-use bidchain_runtime::tx::{SignedTransaction, TxHash};
+use bidchain_runtime::tx::SignedTransaction;
 use bidchain_runtime::validator::ValidatorSet;
 
-use crate::chain::{ChainError, Proposal, Tip};
+use crate::catch_up::{CatchUp, CatchUpError};
+use crate::chain::{self, ChainError, Proposal, Tip};
 use crate::net::{
     Inbound, Inbox, MAX_TX_BATCH_BYTES, NetMessage, SyncedBlock, Transport, ValidatorIndex,
 };
@@ -39,6 +40,8 @@ pub const GOSSIP_INTERVAL: Duration = Duration::from_millis(700);
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// How often a due height with nothing to commit checks the mempool again.
 const MEMPOOL_POLL: Duration = Duration::from_millis(5);
+/// How often the loop looks for blocks written, while fetched blocks are in flight.
+const CATCH_UP_POLL: Duration = Duration::from_millis(5);
 /// Distinct blocks kept for the height being decided (an equivocating proposer sends
 /// several a round); more are refused until the height is decided.
 pub const MAX_BLOCKS_PER_HEIGHT: usize = 32;
@@ -50,8 +53,9 @@ const MAX_TX_GOSSIP_PER_TURN: usize = 1_024;
 const HEADER_ALLOWANCE_BYTES: usize = 4 * 1024;
 /// Blocks fetched from peers are committed without waiting for the disk (see
 /// [`Durability::Deferred`]): at most this many in a row, and the log is synced once the
-/// first is this old (checked every loop turn, at most `MAX_WAIT` apart). That is what a
-/// power loss can make a catching-up node fetch again.
+/// first is this old (checked every loop turn, at most `MAX_WAIT` apart, or by writing
+/// the next fetched block synced). That is what a power loss can make a catching-up node
+/// fetch again.
 const MAX_UNSYNCED_BLOCKS: u32 = 64;
 const MAX_UNSYNCED_AGE: Duration = Duration::from_millis(500);
 
@@ -93,6 +97,8 @@ pub enum DriverError {
     Storage(#[from] crate::storage::StorageError),
     #[error("a quorum decided block {0}, which this node's execution refused")]
     DecidedInvalidBlock(BlockHash),
+    #[error(transparent)]
+    CatchUp(#[from] CatchUpError),
 }
 
 pub struct Driver {
@@ -119,6 +125,8 @@ pub struct Driver {
     asked_at: Option<Instant>,
     /// Fetched blocks committed since the log was last synced, and when the first was.
     unsynced: Option<(Instant, u32)>,
+    /// Fetched blocks executed and still being written.
+    catch_up: CatchUp,
 }
 
 impl std::fmt::Debug for Driver {
@@ -140,6 +148,7 @@ impl Driver {
         config: DriverConfig,
     ) -> Result<Driver, DriverError> {
         let validators = shared.chain.validator_set()?;
+        let catch_up = CatchUp::new(Arc::clone(&shared))?;
         let now = Instant::now();
         let mut driver = Driver {
             shared,
@@ -158,6 +167,7 @@ impl Driver {
             next_gossip: now + GOSSIP_INTERVAL,
             asked_at: None,
             unsynced: None,
+            catch_up,
         };
         let tip = driver.shared.chain.tip()?;
         if !driver
@@ -208,7 +218,8 @@ impl Driver {
         // reach the mempool rather than the inbox: look again after a pause, not at once
         // (returning `now` here kept an idle validator spinning on the clock).
         let height = self.next_height_at.map(|at| at.max(now + MEMPOOL_POLL));
-        [Some(self.next_gossip), timer, height]
+        let writer = (!self.catch_up.is_idle()).then_some(now + CATCH_UP_POLL);
+        [Some(self.next_gossip), timer, height, writer]
             .into_iter()
             .flatten()
             .min()
@@ -216,9 +227,12 @@ impl Driver {
     }
 
     fn on_tick(&mut self, now: Instant) -> Result<(), DriverError> {
-        if self
-            .unsynced
-            .is_some_and(|(since, _)| now.duration_since(since) >= MAX_UNSYNCED_AGE)
+        self.catch_up.collect()?;
+        // While blocks are in flight, the next one fetched is written synced instead.
+        if self.catch_up.is_idle()
+            && self
+                .unsynced
+                .is_some_and(|(since, _)| now.duration_since(since) >= MAX_UNSYNCED_AGE)
         {
             self.sync_deferred()?;
         }
@@ -234,7 +248,11 @@ impl Driver {
             self.next_gossip = now + GOSSIP_INTERVAL;
             self.gossip();
         }
-        if self.next_height_at.is_some_and(|at| now >= at) && self.next_height_ready(now) {
+        // A height starts on the committed tip: once the fetched blocks are written.
+        if self.next_height_at.is_some_and(|at| now >= at)
+            && self.catch_up.is_idle()
+            && self.next_height_ready(now)
+        {
             self.start_height()?;
         }
         Ok(())
@@ -300,7 +318,7 @@ impl Driver {
     fn restore_signed_blocks(&mut self, height: Height) -> Result<(), DriverError> {
         for block in self.shared.chain.storage().signed_blocks(height)? {
             let id = block.id();
-            match self.verify(block, false) {
+            match self.verify(block) {
                 Ok(proposal) => {
                     self.blocks.insert(id, Candidate::Valid(proposal));
                     self.logged_blocks.insert(id);
@@ -469,14 +487,20 @@ impl Driver {
             .chain
             .commit(&proposal, certificate, Durability::Synced)?;
         self.note_commit(Durability::Synced);
-        self.after_commit(&proposal);
+        self.shared.after_commit(&proposal);
+        self.after_commit(proposal.block.header.height);
         Ok(())
     }
 
-    /// How a fetched block is committed: deferred, unless enough are waiting already.
+    /// How a fetched block is committed: deferred, unless enough are waiting already or
+    /// the first has waited long enough.
     fn synced_block_durability(&self) -> Durability {
         match self.unsynced {
-            Some((_, count)) if count >= MAX_UNSYNCED_BLOCKS => Durability::Synced,
+            Some((since, count))
+                if count >= MAX_UNSYNCED_BLOCKS || since.elapsed() >= MAX_UNSYNCED_AGE =>
+            {
+                Durability::Synced
+            }
             _ => Durability::Deferred,
         }
     }
@@ -493,28 +517,27 @@ impl Driver {
     }
 
     fn sync_deferred(&mut self) -> Result<(), DriverError> {
+        self.catch_up.settle()?;
         if self.unsynced.take().is_some() {
             self.shared.chain.storage().sync()?;
         }
         Ok(())
     }
 
-    fn after_commit(&mut self, proposal: &Proposal) {
-        let hashes: Vec<TxHash> = proposal
-            .executed
-            .receipts
-            .iter()
-            .map(|r| r.tx_hash)
-            .collect();
-        self.shared.after_commit(&proposal.block, &hashes);
+    /// The driver's side of a commit at `height` (the shared side is
+    /// [`Shared::after_commit`]).
+    fn after_commit(&mut self, height: Height) {
         let now = Instant::now();
         self.last_commit = now;
         self.next_height_at = Some(now + self.config.block_interval);
-        let next = proposal.block.header.height.next();
+        let next = height.next();
         self.blocks.retain(|_, c| c.block().header.height == next);
     }
 
     fn on_message(&mut self, message: NetMessage) -> Result<(), DriverError> {
+        if !self.catch_up.is_idle() {
+            return self.on_message_catching_up(message);
+        }
         let tip = self.shared.chain.tip()?;
         match message {
             NetMessage::Vote(vote) => self.on_vote(&tip, vote),
@@ -523,6 +546,31 @@ impl Driver {
                 self.on_txs(txs);
                 Ok(())
             }
+        }
+    }
+
+    /// While fetched blocks are being written, consensus waits: a vote or proposal only
+    /// says how far the others are (they send theirs again, see [`GOSSIP_INTERVAL`]).
+    fn on_message_catching_up(&mut self, message: NetMessage) -> Result<(), DriverError> {
+        let tip = self.sync_tip()?;
+        match message {
+            NetMessage::Vote(vote) => {
+                self.note_height(&tip, vote.vote.height, vote.vote.validator_index);
+            }
+            NetMessage::Proposal { proposal, .. } => {
+                let proposal = proposal.proposal;
+                self.note_height(&tip, proposal.height, proposal.proposer_index);
+            }
+            NetMessage::Txs(txs) => self.on_txs(txs),
+        }
+        Ok(())
+    }
+
+    /// The last block fetched and executed, written or not.
+    fn sync_tip(&self) -> Result<Tip, DriverError> {
+        match self.catch_up.tip() {
+            Some(tip) => Ok(tip.clone()),
+            None => Ok(self.shared.chain.tip()?),
         }
     }
 
@@ -591,7 +639,7 @@ impl Driver {
         if self.blocks.len() >= MAX_BLOCKS_PER_HEIGHT {
             return Ok(None);
         }
-        let candidate = match self.verify(block.clone(), false) {
+        let candidate = match self.verify(block.clone()) {
             Ok(proposal) => Candidate::Valid(proposal),
             Err(err @ ChainError::Storage(_)) => return Err(err.into()),
             Err(err) => {
@@ -605,13 +653,11 @@ impl Driver {
     }
 
     /// Re-executes a block from a peer (or from this node's log). A transaction the mempool
-    /// holds had its signature checked on admission; the others are checked here, unless
-    /// `signatures_checked` (block sync checked them, or found them in the mempool, on the
-    /// network side).
-    fn verify(&self, block: Block, signatures_checked: bool) -> Result<Proposal, ChainError> {
-        self.shared.chain.verify_proposal(block, |tx| {
-            signatures_checked || self.shared.signature_checked(tx)
-        })
+    /// holds had its signature checked on admission; the others are checked here.
+    fn verify(&self, block: Block) -> Result<Proposal, ChainError> {
+        self.shared
+            .chain
+            .verify_proposal(block, |tx| self.shared.signature_checked(tx))
     }
 
     /// Proposer-based timestamps ([`ConsensusParams::is_timely`]), at the proposal's
@@ -677,17 +723,20 @@ impl Driver {
         self.shared.admit_peer_batch(txs);
     }
 
-    /// A block this node lacks, with its certificate, from a peer that is ahead: verified,
-    /// re-executed and committed, then consensus restarts at the next height.
+    /// A block this node lacks, with its certificate, from a peer that is ahead: verified
+    /// and executed here, on top of the fetched blocks still being written, then handed to
+    /// the writer ([`crate::catch_up`]); consensus restarts once they are all written.
     fn on_synced(&mut self, synced: SyncedBlock) -> Result<(), DriverError> {
-        let tip = self.shared.chain.tip()?;
+        self.catch_up.make_room()?;
+        let tip = self.sync_tip()?;
         let signatures_checked = synced.signatures_checked();
         let (block, certificate) = synced.into_parts();
         if block.header.height != tip.height.next() {
             return Ok(());
         }
+        let view = self.catch_up.view(self.shared.chain.storage());
         // The certificate first: it is cheap, re-execution is not.
-        let validators = self.shared.chain.validator_set()?;
+        let validators = chain::validator_set_in(&view)?;
         let chain_id = self.shared.chain.chain_id();
         if let Err(err) =
             certificate.verify(chain_id, block.header.height, &block.id(), &validators)
@@ -695,32 +744,27 @@ impl Driver {
             tracing::warn!(%err, height = block.header.height.0, "peer's commit certificate does not verify");
             return Ok(());
         }
-        let proposal = match self.verify(block, signatures_checked) {
-            Ok(proposal) => proposal,
+        // Block sync checked the signatures, or found them in the mempool.
+        let checked =
+            |tx: &SignedTransaction| signatures_checked || self.shared.signature_checked(tx);
+        let executed = match self
+            .shared
+            .chain
+            .execute_checked(&view, &tip, &block, checked)
+        {
+            Ok(executed) => executed,
             Err(err @ ChainError::Storage(_)) => return Err(err.into()),
             Err(err) => {
                 tracing::warn!(%err, "peer's committed block does not verify");
                 return Ok(());
             }
         };
+        let height = block.header.height;
         let durability = self.synced_block_durability();
-        match self
-            .shared
-            .chain
-            .commit(&proposal, &certificate, durability)
-        {
-            Ok(()) => self.note_commit(durability),
-            Err(err @ ChainError::Storage(_)) => return Err(err.into()),
-            Err(err) => {
-                tracing::warn!(%err, "peer's commit certificate does not verify");
-                return Ok(());
-            }
-        }
-        tracing::info!(
-            height = proposal.block.header.height.0,
-            "caught up a block from a peer"
-        );
-        self.after_commit(&proposal);
+        self.catch_up
+            .send(block, executed, certificate, durability)?;
+        self.note_commit(durability);
+        self.after_commit(height);
         // Behind the others: no pause before the next height.
         self.core = None;
         self.next_height_at = Some(Instant::now());
@@ -736,6 +780,7 @@ mod tests {
     use bidchain_consensus::proposer::proposer;
     use bidchain_consensus::types::{Vote, sign_proposal, sign_vote};
     use bidchain_consensus::{Proposal as ConsensusProposal, VoteKind};
+    use bidchain_runtime::hash::Hash;
     use bidchain_runtime::ids::Round;
     use bidchain_runtime::tx::Role;
 
@@ -994,6 +1039,103 @@ mod tests {
         assert!(storage.signed_blocks(Height(1)).unwrap().is_empty());
     }
 
+    /// Blocks a one-validator chain (`hub`) commits: each holds one transaction per
+    /// signer, signed with the next nonce the block before left it. With `tampered`, the
+    /// first block's header claims another state root, and the hub certifies it anyway.
+    fn fetched_blocks(
+        dir: &std::path::Path,
+        hub: &Keypair,
+        signers: &[&[&Keypair]],
+        tampered: bool,
+    ) -> Vec<SyncedBlock> {
+        let genesis = genesis_for(&[1], &[]);
+        let storage = Storage::open(dir, &genesis).unwrap();
+        let source = Chain::new(storage, genesis.clone(), genesis.contracts().unwrap());
+        let mut nonces = BTreeMap::new();
+        let mut blocks = Vec::new();
+        for (i, signers) in (1..).zip(signers) {
+            let txs = signers
+                .iter()
+                .map(|signer| {
+                    let nonce = nonces.entry(signer.public()).or_insert(0);
+                    let new = Keypair::from_seed_for_tests(100 + i * 10 + *nonce);
+                    *nonce += 1;
+                    create_account_tx(signer, *nonce - 1, &new, Role::Bidder)
+                })
+                .collect::<Vec<_>>();
+            let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + i * 1_000);
+            let mut built = source.build_proposal(txs, time, hub.public()).unwrap();
+            assert_eq!(built.block.txs.len(), signers.len(), "block {i} lost a tx");
+            if tampered && i == 1 {
+                built.block.header.state_root = Hash::digest(b"not the state");
+            }
+            let set = source.validator_set().unwrap();
+            let certificate = certify(&built.block.header, &set, std::slice::from_ref(hub));
+            source
+                .commit(&built, &certificate, Durability::Synced)
+                .unwrap();
+            blocks.push(SyncedBlock::check(built.block, certificate, |_| false));
+        }
+        blocks
+    }
+
+    /// Fetched blocks are executed on top of those still being written (here every block
+    /// is sent from an account, or with a nonce, that the block before made), and
+    /// committed in order: the node ends at the same block as the chain they came from.
+    #[test]
+    fn fetched_blocks_written_behind_end_where_their_chain_ends() {
+        let hub = Keypair::from_seed_for_tests(1);
+        let bidder = Keypair::from_seed_for_tests(110);
+        let blocks: [&[&Keypair]; 4] = [&[&hub], &[&hub, &bidder], &[&bidder], &[&hub]];
+        let source_dir = tempfile::tempdir().unwrap();
+        let synced = fetched_blocks(source_dir.path(), &hub, &blocks, false);
+        let last = synced
+            .last()
+            .map(|s| (s.block().header.height, s.block().id()));
+        let last_tx = synced.last().map(|s| s.block().txs[0].hash()).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, _) = driver_for(dir.path(), &hub, &[1]);
+        for block in synced {
+            let height = block.block().header.height;
+            d.on_synced(block).unwrap();
+            assert_eq!(d.sync_tip().unwrap().height, height, "taken");
+            assert!(!d.catch_up.is_idle(), "handed to the writer");
+        }
+        d.catch_up.settle().unwrap();
+        let tip = d.shared.chain.tip().unwrap();
+        assert_eq!(Some((tip.height, tip.block_id)), last);
+        let storage = d.shared.chain.storage();
+        assert!(storage.receipt(&last_tx).unwrap().is_some());
+    }
+
+    /// The writer refuses a fetched block whose state root is not this node's; the block
+    /// executed on top of it goes too, and the right block is taken after.
+    #[test]
+    fn a_refused_fetched_block_takes_the_blocks_on_top_of_it_along() {
+        let hub = Keypair::from_seed_for_tests(1);
+        let blocks: [&[&Keypair]; 2] = [&[&hub], &[&hub]];
+        let tampered_dir = tempfile::tempdir().unwrap();
+        let tampered = fetched_blocks(tampered_dir.path(), &hub, &blocks, true);
+        let honest_dir = tempfile::tempdir().unwrap();
+        let honest = fetched_blocks(honest_dir.path(), &hub, &blocks, false);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, _) = driver_for(dir.path(), &hub, &[1]);
+        for block in tampered {
+            d.on_synced(block).unwrap();
+        }
+        assert_eq!(d.sync_tip().unwrap().height, Height(2), "both executed");
+        d.catch_up.settle().unwrap();
+        assert_eq!(d.sync_tip().unwrap().height, Height::GENESIS);
+        assert_eq!(d.shared.chain.tip().unwrap().height, Height::GENESIS);
+        for block in honest {
+            d.on_synced(block).unwrap();
+        }
+        d.catch_up.settle().unwrap();
+        assert_eq!(d.shared.chain.tip().unwrap().height, Height(2));
+    }
+
     /// Block sync checks signatures on the network side (those its mempool holds were
     /// checked on admission) and vouches only when all hold;
     /// otherwise the driver checks them itself and refuses a forged one, even with a
@@ -1037,6 +1179,7 @@ mod tests {
         let good = synced(good, &|_| false);
         assert!(good.signatures_checked());
         d.on_synced(good).unwrap();
+        d.catch_up.settle().unwrap();
         assert_eq!(d.shared.chain.tip().unwrap().height, Height(1));
         assert!(d.unsynced.is_some_and(|(_, count)| count == 1), "deferred");
         d.sync_deferred().unwrap();

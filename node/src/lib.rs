@@ -3,6 +3,7 @@
 //! wired together by [`node::run`].
 
 pub mod api;
+pub mod catch_up;
 pub mod chain;
 pub mod config;
 pub mod driver;

@@ -100,6 +100,10 @@ impl SyncedBlock {
         self.signatures_checked
     }
 
+    pub fn block(&self) -> &Block {
+        &self.block
+    }
+
     pub fn into_parts(self) -> (Block, CommitCertificate) {
         (self.block, self.certificate)
     }

@@ -5,11 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use bidchain_runtime::block::Block;
 use bidchain_runtime::execute::TxInvalid;
 use bidchain_runtime::tx::{SignedTransaction, TxHash};
 
-use crate::chain::Chain;
+use crate::chain::{Chain, Proposal};
 use crate::mempool::{AdmitError, Mempool};
 
 /// Transactions admitted from clients and not yet gossiped to the other validators; past
@@ -166,12 +165,14 @@ impl Shared {
         queue.drain(..n).collect()
     }
 
-    pub fn after_commit(&self, block: &Block, tx_hashes: &[TxHash]) {
+    pub fn after_commit(&self, proposal: &Proposal) {
+        let block = &proposal.block;
+        let receipts = &proposal.executed.receipts;
         let committed: Vec<_> = block
             .txs
             .iter()
-            .zip(tx_hashes)
-            .map(|(tx, hash)| (*hash, tx.tx.sender_id()))
+            .zip(receipts)
+            .map(|(tx, receipt)| (receipt.tx_hash, tx.tx.sender_id()))
             .collect();
         self.mempool()
             .update_after_commit(self.chain.storage(), &committed, Instant::now());
@@ -180,10 +181,10 @@ impl Shared {
             .fetch_add(1, Ordering::Relaxed);
         self.metrics
             .txs_committed
-            .fetch_add(tx_hashes.len() as u64, Ordering::Relaxed);
+            .fetch_add(receipts.len() as u64, Ordering::Relaxed);
         tracing::info!(
             height = block.header.height.0,
-            txs = tx_hashes.len(),
+            txs = receipts.len(),
             block_id = %block.id(),
             time = %block.header.time,
             "committed block"

@@ -3,6 +3,7 @@
 //! validator computes the same result from the same inputs.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use bidchain_trading::Decode as _;
 
@@ -118,7 +119,8 @@ impl Rejection {
 #[derive(Debug)]
 pub struct Executed {
     pub receipts: Vec<Receipt>,
-    pub changes: Changes,
+    /// Shared: a node catching up reads them while the block is still being written.
+    pub changes: Arc<Changes>,
 }
 
 /// Checks what a transaction must satisfy to be included, except its signature: the right
@@ -299,7 +301,7 @@ pub fn execute_block<V: StateView + Clone + Send + 'static>(
     }
     Ok(Executed {
         receipts,
-        changes: state.into_changes(),
+        changes: Arc::new(state.into_changes()),
     })
 }
 
@@ -636,10 +638,10 @@ mod tests {
         );
         // The rejected transaction still consumed the center's nonce.
         let mut applied = base.clone();
-        for (k, v) in out.changes {
+        for (k, v) in out.changes.iter() {
             match v {
-                Some(v) => applied.insert(k, v),
-                None => applied.remove(&k),
+                Some(v) => applied.insert(k.clone(), v.clone()),
+                None => applied.remove(k),
             };
         }
         let state = Overlay::new(&applied);
