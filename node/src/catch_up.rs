@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::thread::JoinHandle;
 
 use bidchain_runtime::block::{Block, CommitCertificate};
@@ -21,7 +21,8 @@ use crate::chain::{ChainError, Tip};
 use crate::shared::Shared;
 use crate::storage::{Durability, Storage};
 
-/// Blocks executed and not yet written: one being written while the next executes.
+/// Blocks handed to the writer and not yet reported: one being written, the next waiting
+/// for it. The block after is executed once the first is reported, on top of the second.
 pub const MAX_BLOCKS_IN_FLIGHT: usize = 2;
 
 /// Why catching up cannot go on (the node stops, as for any storage failure).
@@ -31,6 +32,8 @@ pub enum CatchUpError {
     Chain(#[from] ChainError),
     #[error("the catch-up writer thread stopped")]
     WriterGone,
+    #[error("a block was handed to the catch-up writer without room for it")]
+    NoRoom,
     #[error("could not start the catch-up writer thread: {0}")]
     Spawn(#[from] std::io::Error),
 }
@@ -161,7 +164,10 @@ impl CatchUp {
             durability,
         };
         let jobs = self.jobs.as_ref().ok_or(CatchUpError::WriterGone)?;
-        jobs.try_send(job).map_err(|_| CatchUpError::WriterGone)?;
+        jobs.try_send(job).map_err(|err| match err {
+            TrySendError::Full(_) => CatchUpError::NoRoom,
+            TrySendError::Disconnected(_) => CatchUpError::WriterGone,
+        })?;
         self.in_flight.push_back(InFlight {
             tip,
             changes,
@@ -194,7 +200,7 @@ impl CatchUp {
 
     /// One report, in the order the blocks were sent: `false` if none is ready and
     /// `wait` is not set.
-    fn take_report(&mut self, wait: bool) -> Result<bool, CatchUpError> {
+    pub(crate) fn take_report(&mut self, wait: bool) -> Result<bool, CatchUpError> {
         let report = match wait {
             true => self.reports.recv().map_err(|_| CatchUpError::WriterGone)?,
             false => match self.reports.try_recv() {
@@ -233,12 +239,14 @@ impl Drop for CatchUp {
 /// when the storage fails.
 fn write(shared: &Shared, job: Job) -> Result<Written, ChainError> {
     let chain = &shared.chain;
-    if job.block.header.height != chain.tip()?.height.next() {
-        return Ok(Written::Skipped);
+    let tip = chain.tip()?;
+    let header = &job.block.header;
+    if header.height != tip.height.next() || header.prev_block_id != tip.block_id {
+        return not_written(shared, Written::Skipped);
     }
     let refused = |err: ChainError| match err {
-        ChainError::Storage(_) => Err(err),
-        err => Ok(Written::Refused(err)),
+        ChainError::Storage(_) | ChainError::State(_) => Err(err),
+        err => not_written(shared, Written::Refused(err)),
     };
     let proposal = match chain.check_state_root(job.block, job.executed) {
         Ok(proposal) => proposal,
@@ -253,6 +261,14 @@ fn write(shared: &Shared, job: Job) -> Result<Written, ChainError> {
     );
     shared.after_commit(&proposal);
     Ok(Written::Committed)
+}
+
+/// A block that is not written may have been the one to sync the log (see
+/// `MAX_UNSYNCED_BLOCKS`, counted when the driver hands blocks over): the blocks written
+/// before it are made durable here instead.
+fn not_written(shared: &Shared, written: Written) -> Result<Written, ChainError> {
+    shared.chain.storage().sync()?;
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! loop with no peers: its own votes are a quorum.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -45,6 +45,10 @@ const CATCH_UP_POLL: Duration = Duration::from_millis(5);
 /// Distinct blocks kept for the height being decided (an equivocating proposer sends
 /// several a round); more are refused until the height is decided.
 pub const MAX_BLOCKS_PER_HEIGHT: usize = 32;
+/// Votes and proposals held while fetched blocks are written (the oldest go first); a
+/// proposal carries its block, so fewer of those.
+const MAX_HELD_VOTES: usize = 256;
+const MAX_HELD_PROPOSALS: usize = 8;
 /// Pending timers; the core asks for at most three a round.
 pub const MAX_TIMERS: usize = 256;
 /// Client transactions gossiped per loop turn.
@@ -127,6 +131,9 @@ pub struct Driver {
     unsynced: Option<(Instant, u32)>,
     /// Fetched blocks executed and still being written.
     catch_up: CatchUp,
+    /// Votes and proposals that arrived meanwhile, oldest first.
+    held_votes: VecDeque<SignedVote>,
+    held_proposals: VecDeque<(SignedProposal, Block, Timestamp)>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -168,6 +175,8 @@ impl Driver {
             asked_at: None,
             unsynced: None,
             catch_up,
+            held_votes: VecDeque::new(),
+            held_proposals: VecDeque::new(),
         };
         let tip = driver.shared.chain.tip()?;
         if !driver
@@ -254,6 +263,9 @@ impl Driver {
             && self.next_height_ready(now)
         {
             self.start_height()?;
+        }
+        if self.catch_up.is_idle() && self.core.is_some() {
+            self.replay_held()?;
         }
         Ok(())
     }
@@ -517,11 +529,12 @@ impl Driver {
     }
 
     fn sync_deferred(&mut self) -> Result<(), DriverError> {
-        self.catch_up.settle()?;
+        // What was written reaches the disk even if the writer failed.
+        let settled = self.catch_up.settle();
         if self.unsynced.take().is_some() {
             self.shared.chain.storage().sync()?;
         }
-        Ok(())
+        Ok(settled?)
     }
 
     /// The driver's side of a commit at `height` (the shared side is
@@ -541,7 +554,11 @@ impl Driver {
         let tip = self.shared.chain.tip()?;
         match message {
             NetMessage::Vote(vote) => self.on_vote(&tip, vote),
-            NetMessage::Proposal { proposal, block } => self.on_proposal(&tip, proposal, *block),
+            NetMessage::Proposal { proposal, block } => {
+                // Timeliness is judged at arrival: re-executing a large block must not age it.
+                let received = Timestamp::from_system(SystemTime::now());
+                self.on_proposal(&tip, proposal, *block, received)
+            }
             NetMessage::Txs(txs) => {
                 self.on_txs(txs);
                 Ok(())
@@ -549,19 +566,43 @@ impl Driver {
         }
     }
 
-    /// While fetched blocks are being written, consensus waits: a vote or proposal only
-    /// says how far the others are (they send theirs again, see [`GOSSIP_INTERVAL`]).
+    /// While fetched blocks are being written, consensus waits: a vote or proposal says
+    /// how far the others are, and is held for the height that starts once they are
+    /// written ([`Driver::replay_held`]).
     fn on_message_catching_up(&mut self, message: NetMessage) -> Result<(), DriverError> {
         let tip = self.sync_tip()?;
         match message {
             NetMessage::Vote(vote) => {
-                self.note_height(&tip, vote.vote.height, vote.vote.validator_index);
+                let (height, from) = (vote.vote.height, vote.vote.validator_index);
+                self.note_height(&tip, height, from);
+                if height > tip.height {
+                    hold(&mut self.held_votes, vote, MAX_HELD_VOTES);
+                }
             }
-            NetMessage::Proposal { proposal, .. } => {
-                let proposal = proposal.proposal;
-                self.note_height(&tip, proposal.height, proposal.proposer_index);
+            NetMessage::Proposal { proposal, block } => {
+                let received = Timestamp::from_system(SystemTime::now());
+                let (height, from) = (proposal.proposal.height, proposal.proposal.proposer_index);
+                self.note_height(&tip, height, from);
+                if height > tip.height {
+                    let held = (proposal, *block, received);
+                    hold(&mut self.held_proposals, held, MAX_HELD_PROPOSALS);
+                }
             }
             NetMessage::Txs(txs) => self.on_txs(txs),
+        }
+        Ok(())
+    }
+
+    /// The votes and proposals held while catching up, once a height started on the
+    /// committed tip: proposals first, so that votes find their blocks.
+    fn replay_held(&mut self) -> Result<(), DriverError> {
+        for (proposal, block, received) in std::mem::take(&mut self.held_proposals) {
+            let tip = self.shared.chain.tip()?;
+            self.on_proposal(&tip, proposal, block, received)?;
+        }
+        for vote in std::mem::take(&mut self.held_votes) {
+            let tip = self.shared.chain.tip()?;
+            self.on_vote(&tip, vote)?;
         }
         Ok(())
     }
@@ -590,9 +631,8 @@ impl Driver {
         tip: &Tip,
         proposal: SignedProposal,
         block: Block,
+        received: Timestamp,
     ) -> Result<(), DriverError> {
-        // Timeliness is judged at arrival: re-executing a large block must not age it.
-        let received = Timestamp::from_system(SystemTime::now());
         let height = proposal.proposal.height;
         if height <= tip.height {
             return Ok(());
@@ -771,6 +811,14 @@ impl Driver {
         self.peers_moved_on = true;
         Ok(())
     }
+}
+
+/// Appends `item`, dropping the oldest once `max` are held.
+fn hold<T>(queue: &mut VecDeque<T>, item: T, max: usize) {
+    if queue.len() >= max {
+        queue.pop_front();
+    }
+    queue.push_back(item);
 }
 
 #[cfg(test)]
@@ -1039,16 +1087,21 @@ mod tests {
         assert!(storage.signed_blocks(Height(1)).unwrap().is_empty());
     }
 
-    /// Blocks a one-validator chain (`hub`) commits: each holds one transaction per
-    /// signer, signed with the next nonce the block before left it. With `tampered`, the
-    /// first block's header claims another state root, and the hub certifies it anyway.
+    /// Blocks a chain of the validators `seeds` commits, each certified by all of them:
+    /// each holds one transaction per signer, signed with the next nonce the block before
+    /// left it. With `tampered`, the first block's header claims another state root.
+    /// Also returns the chain, at the last block.
     fn fetched_blocks(
         dir: &std::path::Path,
-        hub: &Keypair,
+        seeds: &[u64],
         signers: &[&[&Keypair]],
         tampered: bool,
-    ) -> Vec<SyncedBlock> {
-        let genesis = genesis_for(&[1], &[]);
+    ) -> (Chain, Vec<SyncedBlock>) {
+        let genesis = genesis_for(seeds, &[]);
+        let keys: Vec<Keypair> = seeds
+            .iter()
+            .map(|s| Keypair::from_seed_for_tests(*s))
+            .collect();
         let storage = Storage::open(dir, &genesis).unwrap();
         let source = Chain::new(storage, genesis.clone(), genesis.contracts().unwrap());
         let mut nonces = BTreeMap::new();
@@ -1064,19 +1117,19 @@ mod tests {
                 })
                 .collect::<Vec<_>>();
             let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + i * 1_000);
-            let mut built = source.build_proposal(txs, time, hub.public()).unwrap();
+            let mut built = source.build_proposal(txs, time, keys[0].public()).unwrap();
             assert_eq!(built.block.txs.len(), signers.len(), "block {i} lost a tx");
             if tampered && i == 1 {
                 built.block.header.state_root = Hash::digest(b"not the state");
             }
             let set = source.validator_set().unwrap();
-            let certificate = certify(&built.block.header, &set, std::slice::from_ref(hub));
+            let certificate = certify(&built.block.header, &set, &keys);
             source
                 .commit(&built, &certificate, Durability::Synced)
                 .unwrap();
             blocks.push(SyncedBlock::check(built.block, certificate, |_| false));
         }
-        blocks
+        (source, blocks)
     }
 
     /// Fetched blocks are executed on top of those still being written (here every block
@@ -1088,7 +1141,7 @@ mod tests {
         let bidder = Keypair::from_seed_for_tests(110);
         let blocks: [&[&Keypair]; 4] = [&[&hub], &[&hub, &bidder], &[&bidder], &[&hub]];
         let source_dir = tempfile::tempdir().unwrap();
-        let synced = fetched_blocks(source_dir.path(), &hub, &blocks, false);
+        let (_, synced) = fetched_blocks(source_dir.path(), &[1], &blocks, false);
         let last = synced
             .last()
             .map(|s| (s.block().header.height, s.block().id()));
@@ -1110,15 +1163,16 @@ mod tests {
     }
 
     /// The writer refuses a fetched block whose state root is not this node's; the block
-    /// executed on top of it goes too, and the right block is taken after.
+    /// executed on top of it is dropped with it (still queued for the writer, which skips
+    /// it), and the right blocks are taken after.
     #[test]
     fn a_refused_fetched_block_takes_the_blocks_on_top_of_it_along() {
         let hub = Keypair::from_seed_for_tests(1);
         let blocks: [&[&Keypair]; 2] = [&[&hub], &[&hub]];
         let tampered_dir = tempfile::tempdir().unwrap();
-        let tampered = fetched_blocks(tampered_dir.path(), &hub, &blocks, true);
+        let (_, tampered) = fetched_blocks(tampered_dir.path(), &[1], &blocks, true);
         let honest_dir = tempfile::tempdir().unwrap();
-        let honest = fetched_blocks(honest_dir.path(), &hub, &blocks, false);
+        let (_, honest) = fetched_blocks(honest_dir.path(), &[1], &blocks, false);
 
         let dir = tempfile::tempdir().unwrap();
         let (mut d, _) = driver_for(dir.path(), &hub, &[1]);
@@ -1126,14 +1180,60 @@ mod tests {
             d.on_synced(block).unwrap();
         }
         assert_eq!(d.sync_tip().unwrap().height, Height(2), "both executed");
-        d.catch_up.settle().unwrap();
+        // The first report: block 1 refused, block 2 void while still in flight.
+        assert!(d.catch_up.take_report(true).unwrap());
+        assert!(!d.catch_up.is_idle());
         assert_eq!(d.sync_tip().unwrap().height, Height::GENESIS);
-        assert_eq!(d.shared.chain.tip().unwrap().height, Height::GENESIS);
         for block in honest {
             d.on_synced(block).unwrap();
         }
         d.catch_up.settle().unwrap();
         assert_eq!(d.shared.chain.tip().unwrap().height, Height(2));
+    }
+
+    /// A proposal for the next height that arrives while the fetched blocks are being
+    /// written is held, and gets this validator's prevote once they are.
+    #[test]
+    fn a_proposal_that_arrives_while_catching_up_is_held_for_the_next_height() {
+        let hub = Keypair::from_seed_for_tests(1);
+        let source_dir = tempfile::tempdir().unwrap();
+        let blocks: [&[&Keypair]; 1] = [&[&hub]];
+        let (source, mut synced) = fetched_blocks(source_dir.path(), &[1, 2], &blocks, false);
+        let set = source.validator_set().unwrap();
+        let index = proposer(&set, Height(2), Round(0));
+        let proposer_key = [1, 2]
+            .map(Keypair::from_seed_for_tests)
+            .into_iter()
+            .find(|k| set.index_of(&k.public()) == Some(index))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let own = Keypair::from_seed_for_tests(if index == 0 { 2 } else { 1 });
+        let (mut d, sent) = driver_for(dir.path(), &own, &[1, 2]);
+        // Timely: built now, after the (slow) start of the driver.
+        let time = Timestamp::from_system(SystemTime::now());
+        let built = source
+            .build_proposal(vec![], time, proposer_key.public())
+            .unwrap();
+        let id = built.block.id();
+        let proposal = ConsensusProposal {
+            height: Height(2),
+            round: Round(0),
+            block_id: id,
+            valid_round: None,
+            proposer_index: u16::try_from(index).unwrap(),
+        };
+        let message = NetMessage::Proposal {
+            proposal: sign_proposal(proposal, source.chain_id(), &proposer_key),
+            block: Box::new(built.block),
+        };
+
+        d.on_synced(synced.remove(0)).unwrap();
+        d.on_message(message).unwrap();
+        assert_eq!(d.held_proposals.len(), 1);
+        d.catch_up.settle().unwrap();
+        d.on_tick(Instant::now()).unwrap();
+        assert!(d.held_proposals.is_empty());
+        assert_eq!(sent.prevotes(), vec![Some(id)]);
     }
 
     /// Block sync checks signatures on the network side (those its mempool holds were

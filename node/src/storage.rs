@@ -641,8 +641,9 @@ impl Storage {
         meta.latest_height = height;
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
         // Other threads (the API, admission) read state while the batch is written. The
-        // tree is read through this handle only by the committing thread (state_update):
-        // its cache needs no forgetting.
+        // tree is read through this handle only by the committing thread (state_update:
+        // the consensus thread, or the catch-up writer while the consensus thread leaves
+        // the tree alone): its cache needs no forgetting.
         self.state_cache.forget(commit.changes.keys());
         self.write(batch, commit.durability)?;
         self.applied(commit.changes, commit.state_nodes);
