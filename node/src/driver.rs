@@ -900,13 +900,29 @@ mod tests {
     /// The round-0 proposal of height 1, signed by its proposer, its block time `skew_ms`
     /// ahead of this clock.
     fn proposal(driver: &Driver, proposer_key: &Keypair, index: u16, skew_ms: u64) -> NetMessage {
+        proposal_on(
+            &driver.shared.chain,
+            Height(1),
+            proposer_key,
+            index,
+            skew_ms,
+        )
+    }
+
+    /// [`proposal`] of `height`, on top of `chain`'s tip.
+    fn proposal_on(
+        chain: &Chain,
+        height: Height,
+        proposer_key: &Keypair,
+        index: u16,
+        skew_ms: u64,
+    ) -> NetMessage {
         let time = Timestamp::from_system(SystemTime::now()).saturating_add_millis(skew_ms);
-        let chain = &driver.shared.chain;
         let built = chain
             .build_proposal(vec![], time, proposer_key.public())
             .unwrap();
         let proposal = ConsensusProposal {
-            height: Height(1),
+            height,
             round: Round(0),
             block_id: built.block.id(),
             valid_round: None,
@@ -926,8 +942,13 @@ mod tests {
     }
 
     fn keys() -> (Keypair, Keypair, u16) {
+        keys_at(Height(1))
+    }
+
+    /// [`keys`] for the round-0 proposer of `height` (the set never changes).
+    fn keys_at(height: Height) -> (Keypair, Keypair, u16) {
         let set = genesis_for(&[1, 2], &[]).validator_set().unwrap();
-        let p = proposer(&set, Height(1), Round(0));
+        let p = proposer(&set, height, Round(0));
         let (k1, k2) = (
             Keypair::from_seed_for_tests(1),
             Keypair::from_seed_for_tests(2),
@@ -1199,33 +1220,15 @@ mod tests {
         let source_dir = tempfile::tempdir().unwrap();
         let blocks: [&[&Keypair]; 1] = [&[&hub]];
         let (source, mut synced) = fetched_blocks(source_dir.path(), &[1, 2], &blocks, false);
-        let set = source.validator_set().unwrap();
-        let index = proposer(&set, Height(2), Round(0));
-        let proposer_key = [1, 2]
-            .map(Keypair::from_seed_for_tests)
-            .into_iter()
-            .find(|k| set.index_of(&k.public()) == Some(index))
-            .unwrap();
+        let (proposer_key, own, index) = keys_at(Height(2));
         let dir = tempfile::tempdir().unwrap();
-        let own = Keypair::from_seed_for_tests(if index == 0 { 2 } else { 1 });
         let (mut d, sent) = driver_for(dir.path(), &own, &[1, 2]);
         // Timely: built now, after the (slow) start of the driver.
-        let time = Timestamp::from_system(SystemTime::now());
-        let built = source
-            .build_proposal(vec![], time, proposer_key.public())
-            .unwrap();
-        let id = built.block.id();
-        let proposal = ConsensusProposal {
-            height: Height(2),
-            round: Round(0),
-            block_id: id,
-            valid_round: None,
-            proposer_index: u16::try_from(index).unwrap(),
+        let message = proposal_on(&source, Height(2), &proposer_key, index, 0);
+        let NetMessage::Proposal { proposal: p, .. } = &message else {
+            unreachable!()
         };
-        let message = NetMessage::Proposal {
-            proposal: sign_proposal(proposal, source.chain_id(), &proposer_key),
-            block: Box::new(built.block),
-        };
+        let id = p.proposal.block_id;
 
         d.on_synced(synced.remove(0)).unwrap();
         d.on_message(message).unwrap();
