@@ -1,5 +1,6 @@
 //! A bounded read-through cache for point lookups the database answers again and again:
-//! the state entries and the upper state-tree nodes that every block reads. Each RocksDB
+//! the state entries and (in a [`SlotCache`], by position number) the upper state-tree
+//! nodes that every block reads. Each RocksDB
 //! lookup searches the memtable's skip list, which was a sixth of a node's consensus
 //! thread under load.
 //!
@@ -12,6 +13,7 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use std::sync::{PoisonError, RwLock};
 
@@ -112,8 +114,25 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
     }
 
     fn insert(&self, inner: &mut Inner<K, V>, key: K, value: V) {
-        self.remove(inner, &key);
         let weight = (self.weigh)(&key, &value);
+        // Within both bounds whatever the key held: one lookup. (A commit's keys were
+        // forgotten before its write, so applying it mostly inserts.)
+        if inner.entries.len() < self.max_entries
+            && inner.bytes.saturating_add(weight) <= self.max_bytes
+        {
+            inner.bytes += weight;
+            match inner.entries.entry(key) {
+                Entry::Occupied(mut held) => {
+                    inner.bytes -= (self.weigh)(held.key(), held.get());
+                    held.insert(value);
+                }
+                Entry::Vacant(free) => {
+                    free.insert(value);
+                }
+            }
+            return;
+        }
+        self.remove(inner, &key);
         if inner.entries.len() >= self.max_entries
             || inner.bytes.saturating_add(weight) > self.max_bytes
         {
@@ -131,6 +150,68 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
     pub(crate) fn len(&self) -> usize {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         inner.entries.len()
+    }
+}
+
+/// [`ReadCache`]'s rule for keys that are indices below a fixed bound, one slot each: a
+/// lookup is an array access, with no hashing or probing, and nothing is evicted. The
+/// upper state-tree levels that every block reads and rewrites, kept in a hash map, were
+/// a seventh of a catch-up's commit thread.
+#[derive(Debug)]
+pub struct SlotCache<V> {
+    inner: RwLock<Slots<V>>,
+}
+
+#[derive(Debug)]
+struct Slots<V> {
+    values: Vec<Option<V>>,
+    /// How many writes were applied.
+    generation: u64,
+}
+
+impl<V: Clone> SlotCache<V> {
+    /// A cache of indices `0..slots`; others are never cached.
+    pub fn new(slots: usize) -> Self {
+        SlotCache {
+            inner: RwLock::new(Slots {
+                values: vec![None; slots],
+                generation: 0,
+            }),
+        }
+    }
+
+    /// The cached value, or a ticket for filling in what the database answers.
+    pub fn get(&self, index: usize) -> Result<V, Ticket> {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        match inner.values.get(index) {
+            Some(Some(value)) => Ok(value.clone()),
+            _ => Err(Ticket(inner.generation)),
+        }
+    }
+
+    /// Caches what the database answered, unless a write was applied since `ticket`.
+    pub fn fill(&self, ticket: Ticket, index: usize, value: V) {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        if inner.generation == ticket.0 {
+            inner.set(index, value);
+        }
+    }
+
+    /// Writes that are now durable in the database.
+    pub fn apply(&self, writes: impl IntoIterator<Item = (usize, V)>) {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        inner.generation += 1;
+        for (index, value) in writes {
+            inner.set(index, value);
+        }
+    }
+}
+
+impl<V> Slots<V> {
+    fn set(&mut self, index: usize, value: V) {
+        if let Some(slot) = self.values.get_mut(index) {
+            *slot = Some(value);
+        }
     }
 }
 
@@ -197,6 +278,23 @@ mod tests {
         // An entry over the whole budget is not cached.
         cache.apply([(2, Some(31))]);
         assert!(cache.get(&2).is_err());
+    }
+
+    #[test]
+    fn a_slot_read_before_a_write_is_not_filled_after_it() {
+        let cache: SlotCache<Option<u32>> = SlotCache::new(4);
+        let ticket = cache.get(1).unwrap_err();
+        cache.apply([(1, Some(2))]);
+        cache.fill(ticket, 1, None);
+        assert_eq!(cache.get(1), Ok(Some(2)));
+        let ticket = cache.get(3).unwrap_err();
+        cache.fill(ticket, 3, None);
+        assert_eq!(cache.get(3), Ok(None));
+        // Indices past the slots are never cached.
+        cache.apply([(4, Some(4))]);
+        let ticket = cache.get(4).unwrap_err();
+        cache.fill(ticket, 4, Some(4));
+        assert!(cache.get(4).is_err());
     }
 
     #[test]

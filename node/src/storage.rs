@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::read_cache::ReadCache;
+use crate::read_cache::{ReadCache, SlotCache};
 use bidchain_consensus::Message;
 use bidchain_genesis::Genesis;
 use bidchain_runtime::block::{Block, BlockHash, CommitCertificate, Header};
@@ -279,7 +279,7 @@ pub struct BlockCommit<'a> {
 pub struct Storage {
     db: Arc<DB>,
     /// The committed state tree's upper levels (`TREE_CACHE_DEPTH`).
-    tree_cache: Arc<ReadCache<NodePos, Option<Node>>>,
+    tree_cache: Arc<SlotCache<Option<Node>>>,
     /// Committed state entries, present or known absent.
     state_cache: Arc<ReadCache<Vec<u8>, Option<Vec<u8>>>>,
     /// The keys in [`ConsensusLog`] and [`SignedBlocks`], by height.
@@ -294,13 +294,14 @@ pub struct Storage {
 /// heights only: a few messages and blocks.
 type LoggedKeys = BTreeMap<Height, Vec<(&'static str, Vec<u8>)>>;
 
-/// State-tree nodes down to this depth are cached: at most 2^17 - 1 positions (about
-/// 16 MiB). Every block reads and rewrites the paths from the root to the keys it changes,
+/// State-tree nodes down to this depth are cached: 2^17 - 1 positions, a slot of 65 bytes
+/// each (8.5 MB, touched as filled). Every block reads and rewrites the paths from the root to the keys it changes,
 /// and these upper levels, shared by all paths, were most of a node's database reads.
 /// (At 14 levels, the reads below them were still 8 % of a validator's consensus thread
 /// at 4,000 bid tx/s in the load bench.)
 const TREE_CACHE_DEPTH: u16 = 16;
-const MAX_TREE_CACHE_ENTRIES: usize = (1 << (TREE_CACHE_DEPTH + 1)) - 1;
+const TREE_CACHE_SLOTS: usize = (1 << (TREE_CACHE_DEPTH + 1)) - 1;
+const _: () = assert!(TREE_CACHE_DEPTH <= smt::MAX_NUMBERED_DEPTH);
 
 /// Bounds of the state cache. The accounts, tenders and bids a block reads were a sixth
 /// of a node's consensus thread in memtable lookups. 32 MiB holds the whole state of a
@@ -336,8 +337,9 @@ fn key_height(key: &[u8]) -> Option<Height> {
     Some(Height(u64::from_be_bytes(*bytes)))
 }
 
-fn tree_caches(pos: NodePos) -> bool {
-    pos.depth() <= TREE_CACHE_DEPTH
+/// A position's slot in the tree cache, if it is cached.
+fn tree_slot(pos: NodePos) -> Option<usize> {
+    pos.level_order_index(TREE_CACHE_DEPTH)
 }
 
 /// Moves receipts an earlier version stored whole into [`Receipts`], then drops their
@@ -409,7 +411,7 @@ impl Storage {
         }
         let mut storage = Storage {
             db: Arc::new(db),
-            tree_cache: Arc::new(ReadCache::new(MAX_TREE_CACHE_ENTRIES, usize::MAX, |_, _| 0)),
+            tree_cache: Arc::new(SlotCache::new(TREE_CACHE_SLOTS)),
             state_cache: Arc::new(ReadCache::new(
                 MAX_STATE_CACHE_ENTRIES,
                 MAX_STATE_CACHE_BYTES,
@@ -687,8 +689,7 @@ impl Storage {
         self.tree_cache.apply(
             nodes
                 .iter()
-                .filter(|(pos, _)| tree_caches(**pos))
-                .map(|(pos, node)| (*pos, *node)),
+                .filter_map(|(pos, node)| Some((tree_slot(*pos)?, *node))),
         );
     }
 
@@ -875,15 +876,15 @@ impl NodeStore for StateSnapshot<'_> {
 
 impl NodeStore for Storage {
     fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
-        if !tree_caches(pos) {
+        let Some(slot) = tree_slot(pos) else {
             return self.stored_node(pos);
-        }
-        let ticket = match self.tree_cache.get(&pos) {
+        };
+        let ticket = match self.tree_cache.get(slot) {
             Ok(node) => return Ok(node),
             Err(ticket) => ticket,
         };
         let node = self.stored_node(pos)?;
-        self.tree_cache.fill(ticket, pos, node);
+        self.tree_cache.fill(ticket, slot, node);
         Ok(node)
     }
 }

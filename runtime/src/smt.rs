@@ -60,6 +60,23 @@ impl NodePos {
         self.depth
     }
 
+    /// The position's number when the positions down to `max_depth` are numbered level by
+    /// level, left to right (the root 0, its children 1 and 2, ...), so that they fit an
+    /// array of `2^(max_depth + 1) - 1` slots. None below `max_depth`, or if `max_depth`
+    /// is over [`MAX_NUMBERED_DEPTH`].
+    pub fn level_order_index(self, max_depth: u16) -> Option<usize> {
+        if self.depth > max_depth || max_depth > MAX_NUMBERED_DEPTH {
+            return None;
+        }
+        let [a, b, c, d, ..] = self.prefix;
+        // The prefix's first `depth` bits, as a number; `checked_shr` covers depth 0.
+        let bits = u32::from_be_bytes([a, b, c, d])
+            .checked_shr(32 - u32::from(self.depth))
+            .unwrap_or(0);
+        let first_of_level = (1_usize << self.depth) - 1;
+        Some(first_of_level + usize::try_from(bits).ok()?)
+    }
+
     /// Storage key: depth (big-endian u16) then the prefix bytes that hold its bits.
     pub fn to_bytes(self) -> NodeBytes<POS_BYTES> {
         let used = usize::from(self.depth).div_ceil(8);
@@ -69,6 +86,10 @@ impl NodePos {
         out
     }
 }
+
+/// The deepest level [`NodePos::level_order_index`] numbers: its indices stay below
+/// 2^32 on every target.
+pub const MAX_NUMBERED_DEPTH: u16 = 30;
 
 /// The longest storage key of a position: depth and a whole prefix.
 pub const POS_BYTES: usize = 2 + 32;
@@ -570,6 +591,34 @@ mod tests {
         full.extend([0xff; 32]);
         assert_eq!(bottom.to_bytes().as_ref(), &full[..]);
         assert_eq!(full.len(), POS_BYTES);
+    }
+
+    #[test]
+    fn level_order_indices_number_the_upper_levels_without_gaps() {
+        let max_depth = 4;
+        let mut level = vec![NodePos::ROOT];
+        let mut indices = Vec::new();
+        for _ in 0..=max_depth {
+            indices.extend(level.iter().map(|pos| pos.level_order_index(max_depth)));
+            level = level
+                .iter()
+                .flat_map(|pos| [pos.child(false), pos.child(true)])
+                .collect();
+        }
+        let expected: Vec<Option<usize>> = (0..(1 << (max_depth + 1)) - 1).map(Some).collect();
+        assert_eq!(indices, expected);
+        assert!(
+            level
+                .iter()
+                .all(|pos| pos.level_order_index(max_depth).is_none())
+        );
+        let mut deepest = NodePos::ROOT;
+        for _ in 0..MAX_NUMBERED_DEPTH {
+            deepest = deepest.child(true);
+        }
+        let last = (1 << (MAX_NUMBERED_DEPTH + 1)) - 2;
+        assert_eq!(deepest.level_order_index(MAX_NUMBERED_DEPTH), Some(last));
+        assert_eq!(deepest.level_order_index(MAX_NUMBERED_DEPTH + 1), None);
     }
 
     #[test]
