@@ -166,7 +166,7 @@ impl Chain {
         };
         let txs = BoundedVec::new(candidates).map_err(|e| ChainError::TooManyTxs(e.len))?;
         let state = self.storage.state_update(&executed.changes)?;
-        let header = self.header_for(&self.storage, &env, &txs, &executed, proposer, state.root)?;
+        let header = self.header_for(&self.storage, &env, &executed, proposer, state.root)?;
         Ok(Proposal {
             block: Block {
                 header,
@@ -231,7 +231,6 @@ impl Chain {
         &self,
         view: &V,
         env: &BlockEnv,
-        txs: &[SignedTransaction],
         executed: &Executed,
         proposer: PublicKey,
         state_root: Hash,
@@ -245,7 +244,7 @@ impl Chain {
             height: env.height,
             time: env.time,
             prev_block_id: env.prev_block_id,
-            tx_root: merkle::root(&block::tx_leaves(txs)),
+            tx_root: tx_root(&executed.receipts),
             receipts_root: receipts_root(&executed.receipts),
             state_root,
             validators_hash,
@@ -285,14 +284,7 @@ impl Chain {
         execute::verify_signatures(&block.txs, checked)?;
         let env = self.env(tip, got.time, block.last_commit.clone());
         let executed = execute::execute_block(view, &self.contracts, &env, &block.txs)?;
-        let expected = self.header_for(
-            view,
-            &env,
-            &block.txs,
-            &executed,
-            got.proposer,
-            got.state_root,
-        )?;
+        let expected = self.header_for(view, &env, &executed, got.proposer, got.state_root)?;
         let fields = [
             ("tx_root", expected.tx_root, got.tx_root),
             ("receipts_root", expected.receipts_root, got.receipts_root),
@@ -413,6 +405,16 @@ fn mismatch(field: &'static str, expected: Hash, got: Hash) -> Result<(), ChainE
     }
 }
 
+/// The tx root of a block, from its receipts: there is one per transaction, in block
+/// order, holding its hash, so no transaction is encoded and hashed again.
+pub fn tx_root(receipts: &[Receipt]) -> Hash {
+    let leaves: Vec<Hash> = receipts
+        .iter()
+        .map(|receipt| block::tx_leaf(&receipt.tx_hash))
+        .collect();
+    merkle::root(&leaves)
+}
+
 /// The receipts root of a block.
 pub fn receipts_root(receipts: &[Receipt]) -> Hash {
     let leaves: Vec<Hash> = receipts.iter().map(Receipt::leaf_hash).collect();
@@ -454,5 +456,35 @@ mod tests {
             .map(|h| [tx(0), tx(1), tx(2)].iter().position(|t| t.hash() == h))
             .collect();
         assert_eq!(nonces, vec![Some(0), Some(1), Some(2)]);
+    }
+
+    /// The tx root taken from the receipts is the root a receipt's proof checks against
+    /// (over the block's transactions), and a block whose header says otherwise is refused.
+    #[test]
+    fn a_block_whose_tx_root_is_not_its_transactions_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = genesis_for(&[1], &[]);
+        let hub = Keypair::from_seed_for_tests(1);
+        let chain = TestChain::open(dir.path(), genesis.clone(), hub.clone()).unwrap();
+        let txs = (0..3)
+            .map(|nonce| {
+                let account = Keypair::from_seed_for_tests(100 + nonce);
+                create_account_tx(&hub, nonce, &account, Role::Bidder)
+            })
+            .collect();
+        let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + 1_000);
+        let proposal = chain.chain.build_proposal(txs, time, hub.public()).unwrap();
+        let mut block = proposal.block;
+        assert_eq!(block.header.tx_root, merkle::root(&block.tx_leaves()));
+        let honest = block.header.tx_root;
+        block.header.tx_root = Hash::ZERO;
+        let refused = chain.chain.verify_proposal(block, |_| false).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                ChainError::HeaderMismatch { field: "tx_root", expected, .. } if expected == honest
+            ),
+            "{refused}"
+        );
     }
 }
