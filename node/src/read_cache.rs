@@ -1,8 +1,7 @@
 //! A bounded read-through cache for point lookups the database answers again and again:
 //! the state entries and (in a [`SlotCache`], by position number) the upper state-tree
-//! nodes that every block reads. Each RocksDB
-//! lookup searches the memtable's skip list, which was a sixth of a node's consensus
-//! thread under load.
+//! nodes that every block reads. Each RocksDB lookup searches the memtable's skip list,
+//! which was a sixth of a node's consensus thread under load.
 //!
 //! The cache never answers with a value older than the database holds: a writer calls
 //! [`ReadCache::forget`] on the keys of its batch before writing it and
@@ -156,7 +155,7 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
 /// [`ReadCache`]'s rule for keys that are indices below a fixed bound, one slot each: a
 /// lookup is an array access, with no hashing or probing, and nothing is evicted. The
 /// upper state-tree levels that every block reads and rewrites, kept in a hash map, were
-/// a seventh of a catch-up's commit thread.
+/// 15 % of the catch-up writer's samples at 4,000 tx/s.
 #[derive(Debug)]
 pub struct SlotCache<V> {
     inner: RwLock<Slots<V>>,
