@@ -223,8 +223,28 @@ enum ValidatorCommand {
     },
 }
 
+/// RocksDB's C++ is built with SSE 4.2 and PCLMUL on x86-64 Linux (`.cargo/config.toml`,
+/// for its hardware CRC32C): on a CPU without them the process would die of an illegal
+/// instruction at its first write, so it says so and stops instead.
+fn missing_cpu_feature() -> Option<&'static str> {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+    {
+        if !std::arch::is_x86_feature_detected!("sse4.2") {
+            return Some("SSE 4.2");
+        }
+        if !std::arch::is_x86_feature_detected!("pclmulqdq") {
+            return Some("PCLMUL");
+        }
+    }
+    None
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(missing) = missing_cpu_feature() {
+        eprintln!("error: this CPU lacks {missing}, which this build's RocksDB uses");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

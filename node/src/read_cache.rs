@@ -8,7 +8,8 @@
 //! [`ReadCache::apply`] once it is durable. A reader that missed fills the cache only if
 //! no write began or was applied since it looked ([`Ticket`]), so a value read just
 //! before a commit cannot be cached after it. Only point lookups: no iteration order can
-//! leak into state.
+//! leak into state. A [`SlotCache`] has no `forget`: the state tree is read through it
+//! only by the thread that commits (see `Storage::commit_block`).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;

@@ -295,7 +295,7 @@ pub struct Storage {
 type LoggedKeys = BTreeMap<Height, Vec<(&'static str, Vec<u8>)>>;
 
 /// State-tree nodes down to this depth are cached: 2^17 - 1 positions, a slot of 65 bytes
-/// each (8.5 MB, touched as filled). Every block reads and rewrites the paths from the
+/// each (8.5 MB, written at open). Every block reads and rewrites the paths from the
 /// root to the keys it changes, and these upper levels, shared by all paths, were most of
 /// a node's database reads.
 /// (At 14 levels, the reads below them were still 8 % of a validator's consensus thread
