@@ -157,7 +157,10 @@ pub struct Keypair(SigningKey);
 
 impl Keypair {
     pub fn generate() -> Keypair {
-        Keypair(SigningKey::generate(&mut rand::rngs::OsRng))
+        // ed25519-dalek 3 takes rand_core 0.10 generators; a secret is 32 random bytes.
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+        Keypair::from_secret(secret)
     }
 
     pub fn from_secret(secret: [u8; 32]) -> Keypair {
