@@ -48,7 +48,8 @@ const MAX_CACHED_KEYS: usize = 16_384;
 /// Decompressed keys of recent signers. Decompressing a key is a square root in the field,
 /// and the same bidders sign again and again, each transaction checked once per node. A
 /// cached key is exactly what decompression returns, so no answer depends on the cache.
-/// Only keys whose signature held are kept, so made-up keys cannot crowd out real ones.
+/// Only keys whose signature held are kept, so keys that never signed cannot fill it
+/// (keys made to sign can; the cache then only starts over sooner).
 static SIGNER_POINTS: LazyLock<RwLock<HashMap<[u8; 32], EdwardsPoint>>> =
     LazyLock::new(RwLock::default);
 
@@ -104,8 +105,10 @@ impl PublicKey {
 }
 
 impl Signature {
-    /// R as a point and s as a scalar. s must be below the group order, or one signature
-    /// would have several encodings.
+    /// R as a point and s as a scalar. s must be below the group order, or a third party
+    /// could make a second valid encoding. R, like a key, may be encoded non-canonically
+    /// (y ≥ p), as ZIP 215 allows: only the signer can choose R's bytes, since k is hashed
+    /// over them, and every node decodes them alike.
     fn parts(&self) -> Result<(EdwardsPoint, Scalar), CryptoError> {
         let mut r = [0u8; 32];
         let mut s = [0u8; 32];
@@ -146,9 +149,9 @@ fn remember(signers: &[SignerKey], keys: &[PublicKey]) {
 }
 
 /// Verifies many (key, message, signature) triples at once, about 2–3x cheaper per
-/// signature than one by one. Passes exactly when each signature passes
-/// [`PublicKey::verify`] (but with chance 2^-128); fails if any one fails (find which by
-/// verifying singly).
+/// signature than one by one. Passes whenever each signature passes [`PublicKey::verify`];
+/// otherwise fails but with chance about 2^-128 per batch tried (the weights are fixed by
+/// the batch, so a forger can only try batches). Find which one failed by verifying singly.
 pub fn verify_batch(
     keys: &[PublicKey],
     messages: &[&[u8]],
