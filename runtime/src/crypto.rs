@@ -29,7 +29,7 @@ serde_hex!(Signature);
 /// Why a signature does not hold.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
-    #[error("public key {0} is not a valid ed25519 point")]
+    #[error("public key {0} is not a usable ed25519 key (not a curve point, or of small order)")]
     BadPublicKey(String),
     #[error("signature does not verify")]
     BadSignature,
