@@ -447,4 +447,59 @@ mod tests {
             Err(CryptoError::BadSignature)
         );
     }
+
+    /// A batch of none holds (a block without transactions), and a batch whose three lists
+    /// differ in length is refused, not cut to the shortest.
+    #[test]
+    fn an_empty_batch_holds_and_a_ragged_one_is_refused() {
+        assert_eq!(verify_batch(&[], &[], &[]), Ok(()));
+        let key = Keypair::from_seed_for_tests(80);
+        let sig = key.sign(b"bid");
+        assert_eq!(
+            verify_batch(&[key.public(), key.public()], &[b"bid".as_slice()], &[sig]),
+            Err(CryptoError::BatchShape {
+                sigs: 1,
+                keys: 2,
+                msgs: 1
+            })
+        );
+    }
+
+    /// R may be encoded non-canonically (y ≥ p, or x = 0 with the sign bit set), as ZIP 215
+    /// allows. Here R is the identity in each of its four encodings, s = ka: every one is
+    /// valid alone and in a batch with ordinary signatures. A decoder that refused these
+    /// (a curve25519-dalek upgrade, say) would split nodes running it from the others.
+    #[test]
+    fn non_canonical_encodings_of_r_get_one_verdict_alone_and_batched() {
+        let key = Keypair::from_seed_for_tests(81);
+        let public = key.public();
+        let mut p_plus_one = [0xff; 32];
+        p_plus_one[0] = 0xee;
+        p_plus_one[31] = 0x7f;
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        let signed = |mut r: [u8; 32], negative: bool| {
+            r[31] |= u8::from(negative) << 7;
+            let mut bytes = [0u8; 64];
+            bytes[..32].copy_from_slice(&r);
+            let k = challenge(&Signature(bytes), &public, b"bid");
+            bytes[32..].copy_from_slice((k * key.0.to_scalar()).as_bytes());
+            Signature(bytes)
+        };
+        let sigs = [
+            signed(one, false),
+            signed(one, true),
+            signed(p_plus_one, false),
+            signed(p_plus_one, true),
+        ];
+        let ordinary = Keypair::from_seed_for_tests(82);
+        for sig in sigs {
+            assert_eq!(public.verify(b"bid", &sig), Ok(()));
+            let keys = [ordinary.public(), public];
+            let batch = [ordinary.sign(b"bid"), sig];
+            let messages = [b"bid".as_slice(); 2];
+            assert_eq!(verify_batch(&keys, &messages, &batch), Ok(()));
+            assert_eq!(public.verify(b"bie", &sig), Err(CryptoError::BadSignature));
+        }
+    }
 }
