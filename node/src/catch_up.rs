@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::thread::JoinHandle;
 
-use bidchain_runtime::block::{Block, CommitCertificate};
+use bidchain_runtime::block::Block;
 use bidchain_runtime::execute::Executed;
 use bidchain_runtime::state::{Changes, StateError, StateView};
 
-use crate::chain::{ChainError, Tip};
+use crate::chain::{ChainError, CheckedCertificate, Tip};
 use crate::shared::Shared;
 use crate::storage::{Durability, Storage};
 
@@ -61,7 +61,7 @@ impl StateView for Pending {
 struct Job {
     block: Block,
     executed: Executed,
-    certificate: CommitCertificate,
+    certificate: CheckedCertificate,
     durability: Durability,
 }
 
@@ -148,7 +148,7 @@ impl CatchUp {
         &mut self,
         block: Block,
         executed: Executed,
-        certificate: CommitCertificate,
+        certificate: CheckedCertificate,
         durability: Durability,
     ) -> Result<(), CatchUpError> {
         let tip = Tip {
@@ -235,8 +235,9 @@ impl Drop for CatchUp {
     }
 }
 
-/// The writer's side: the state root checked against the tree, then the commit. Err only
-/// when the storage fails.
+/// The writer's side: the state root checked against the tree, then the commit (the
+/// certificate was checked before the block was executed). Err only when the storage
+/// fails.
 fn write(shared: &Shared, job: Job) -> Result<Written, ChainError> {
     let chain = &shared.chain;
     let tip = chain.tip()?;
@@ -244,15 +245,15 @@ fn write(shared: &Shared, job: Job) -> Result<Written, ChainError> {
     if header.height != tip.height.next() || header.prev_block_id != tip.block_id {
         return not_written(shared, Written::Skipped);
     }
-    let refused = |err: ChainError| match err {
-        ChainError::Storage(_) | ChainError::State(_) => Err(err),
-        err => not_written(shared, Written::Refused(err)),
+    let refused = |err: ChainError| match err.is_local() {
+        true => Err(err),
+        false => not_written(shared, Written::Refused(err)),
     };
     let proposal = match chain.check_state_root(job.block, job.executed) {
         Ok(proposal) => proposal,
         Err(err) => return refused(err),
     };
-    if let Err(err) = chain.commit(&proposal, &job.certificate, job.durability) {
+    if let Err(err) = chain.commit_checked(&proposal, &job.certificate, job.durability) {
         return refused(err);
     }
     tracing::info!(

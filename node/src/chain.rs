@@ -55,6 +55,16 @@ pub enum ChainError {
     NoValidatorSet,
 }
 
+impl ChainError {
+    /// This node's storage or state failed: not a fault of the block or of its sender.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            ChainError::Storage(_) | ChainError::State(_) | ChainError::NoValidatorSet
+        )
+    }
+}
+
 /// The last committed block, or genesis.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tip {
@@ -355,6 +365,19 @@ impl Chain {
         Ok(())
     }
 
+    /// Checks that `certificate` proves a quorum of the validators of `view`, the state
+    /// `header`'s block executes on, precommitted that block on this chain.
+    pub fn check_certificate<V: StateView + ?Sized>(
+        &self,
+        view: &V,
+        header: &Header,
+        certificate: CommitCertificate,
+    ) -> Result<CheckedCertificate, ChainError> {
+        let validators = validator_set_in(view)?;
+        certificate.verify(self.chain_id(), header.height, &header.id(), &validators)?;
+        Ok(CheckedCertificate(certificate))
+    }
+
     /// Commits a proposal once `certificate` proves a quorum precommitted it.
     pub fn commit(
         &self,
@@ -363,8 +386,30 @@ impl Chain {
         durability: Durability,
     ) -> Result<(), ChainError> {
         let header = &proposal.block.header;
-        let validators = self.validator_set()?;
-        certificate.verify(&header.chain_id, header.height, &header.id(), &validators)?;
+        let checked = self.check_certificate(&self.storage, header, certificate.clone())?;
+        self.commit_checked(proposal, &checked, durability)
+    }
+
+    /// Commits a proposal whose certificate was checked already, as a block fetched from a
+    /// peer is on the consensus thread before the catch-up writer commits it.
+    pub fn commit_checked(
+        &self,
+        proposal: &Proposal,
+        certificate: &CheckedCertificate,
+        durability: Durability,
+    ) -> Result<(), ChainError> {
+        let header = &proposal.block.header;
+        // The certificate names the block it was checked for; a block id covers its height.
+        let certificate = &certificate.0;
+        let block_id = header.id();
+        if certificate.block_id != block_id {
+            let cert = certificate.block_id;
+            return Err(CertificateError::WrongBlock {
+                cert,
+                block: block_id,
+            }
+            .into());
+        }
         // A light client follows the set from genesis through the blocks that change it.
         let next_validators = match header.next_validators_hash != header.validators_hash {
             true => state::get_after::<_, ValidatorSet>(
@@ -386,6 +431,11 @@ impl Chain {
         Ok(())
     }
 }
+
+/// A commit certificate found good for the block it names ([`Chain::check_certificate`]):
+/// what lets [`Chain::commit_checked`] skip checking its signatures again.
+#[derive(Debug)]
+pub struct CheckedCertificate(CommitCertificate);
 
 /// The validator set that signs the block after `view`'s state.
 pub fn validator_set_in<V: StateView + ?Sized>(view: &V) -> Result<ValidatorSet, ChainError> {
@@ -486,5 +536,48 @@ mod tests {
             ),
             "{refused}"
         );
+    }
+
+    /// A checked certificate commits the block it was checked for and no other, even one
+    /// at the same height; nothing is written for the other.
+    #[test]
+    fn a_checked_certificate_commits_only_its_own_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = genesis_for(&[1], &[]);
+        let hub = Keypair::from_seed_for_tests(1);
+        let chain = TestChain::open(dir.path(), genesis.clone(), hub.clone()).unwrap();
+        let at = |ms| {
+            let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + ms);
+            chain
+                .chain
+                .build_proposal(vec![], time, hub.public())
+                .unwrap()
+        };
+        let (ours, other) = (at(1_000), at(2_000));
+        let set = chain.chain.validator_set().unwrap();
+        let certificate = crate::testing::certify(&ours.block.header, &set, &[hub]);
+        let storage = chain.chain.storage();
+        let checked = chain
+            .chain
+            .check_certificate(storage, &ours.block.header, certificate)
+            .unwrap();
+
+        let refused = chain
+            .chain
+            .commit_checked(&other, &checked, Durability::Synced)
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                ChainError::Certificate(CertificateError::WrongBlock { .. })
+            ),
+            "{refused}"
+        );
+        assert_eq!(chain.chain.tip().unwrap().height, Height::GENESIS);
+        chain
+            .chain
+            .commit_checked(&ours, &checked, Durability::Synced)
+            .unwrap();
+        assert_eq!(chain.chain.tip().unwrap().block_id, ours.block.id());
     }
 }

@@ -26,7 +26,7 @@ use bidchain_runtime::tx::SignedTransaction;
 use bidchain_runtime::validator::ValidatorSet;
 
 use crate::catch_up::{CatchUp, CatchUpError};
-use crate::chain::{self, ChainError, Proposal, Tip};
+use crate::chain::{ChainError, Proposal, Tip};
 use crate::net::{
     Inbound, Inbox, MAX_TX_BATCH_BYTES, NetMessage, SyncedBlock, Transport, ValidatorIndex,
 };
@@ -776,22 +776,19 @@ impl Driver {
         }
         let view = self.catch_up.view(self.shared.chain.storage());
         // The certificate first: it is cheap, re-execution is not.
-        let validators = chain::validator_set_in(&view)?;
-        let chain_id = self.shared.chain.chain_id();
-        if let Err(err) =
-            certificate.verify(chain_id, block.header.height, &block.id(), &validators)
-        {
-            tracing::warn!(%err, height = block.header.height.0, "peer's commit certificate does not verify");
-            return Ok(());
-        }
+        let chain = &self.shared.chain;
+        let certificate = match chain.check_certificate(&view, &block.header, certificate) {
+            Ok(checked) => checked,
+            Err(err) if err.is_local() => return Err(err.into()),
+            Err(err) => {
+                tracing::warn!(%err, height = block.header.height.0, "peer's commit certificate does not verify");
+                return Ok(());
+            }
+        };
         // Block sync checked the signatures, or found them in the mempool.
         let checked =
             |tx: &SignedTransaction| signatures_checked || self.shared.signature_checked(tx);
-        let executed = match self
-            .shared
-            .chain
-            .execute_checked(&view, &tip, &block, checked)
-        {
+        let executed = match chain.execute_checked(&view, &tip, &block, checked) {
             Ok(executed) => executed,
             Err(err @ ChainError::Storage(_)) => return Err(err.into()),
             Err(err) => {
@@ -828,6 +825,7 @@ mod tests {
     use bidchain_consensus::proposer::proposer;
     use bidchain_consensus::types::{Vote, sign_proposal, sign_vote};
     use bidchain_consensus::{Proposal as ConsensusProposal, VoteKind};
+    use bidchain_runtime::bounded::BoundedVec;
     use bidchain_runtime::hash::Hash;
     use bidchain_runtime::ids::Round;
     use bidchain_runtime::tx::Role;
@@ -1237,6 +1235,37 @@ mod tests {
         d.on_tick(Instant::now()).unwrap();
         assert!(d.held_proposals.is_empty());
         assert_eq!(sent.prevotes(), vec![Some(id)]);
+    }
+
+    /// A fetched block whose certificate does not prove its commit (too few signers, or
+    /// a forged signature) is refused before it is executed; with the quorum's own
+    /// certificate it is taken, and the writer does not check that again.
+    #[test]
+    fn a_fetched_block_is_taken_only_with_a_certificate_that_holds() {
+        let hub = Keypair::from_seed_for_tests(1);
+        let blocks: [&[&Keypair]; 1] = [&[&hub]];
+        let source_dir = tempfile::tempdir().unwrap();
+        let (source, mut synced) = fetched_blocks(source_dir.path(), &[1, 2], &blocks, false);
+        let (block, certificate) = synced.remove(0).into_parts();
+        let set = source.validator_set().unwrap();
+        let one_signer = certify(&block.header, &set, std::slice::from_ref(&hub));
+        let mut forged = certificate.clone();
+        let mut signatures = forged.signatures.into_inner();
+        signatures[1].signature.0[0] ^= 1;
+        forged.signatures = BoundedVec::new(signatures).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut d, _) = driver_for(dir.path(), &hub, &[1, 2]);
+        for bad in [one_signer, forged] {
+            d.on_synced(SyncedBlock::check(block.clone(), bad, |_| false))
+                .unwrap();
+            assert!(d.catch_up.is_idle(), "not handed to the writer");
+            assert_eq!(d.sync_tip().unwrap().height, Height::GENESIS);
+        }
+        d.on_synced(SyncedBlock::check(block, certificate, |_| false))
+            .unwrap();
+        d.catch_up.settle().unwrap();
+        assert_eq!(d.shared.chain.tip().unwrap().height, Height(1));
     }
 
     /// Block sync checks signatures on the network side (those its mempool holds were
