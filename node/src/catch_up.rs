@@ -236,8 +236,8 @@ impl Drop for CatchUp {
 }
 
 /// The writer's side: the state root checked against the tree, then the commit (the
-/// certificate was checked before the block was executed). Err only when the storage
-/// fails.
+/// certificate was checked before the block was executed). Err only when this node's
+/// storage or state fails ([`ChainError::is_local`]).
 fn write(shared: &Shared, job: Job) -> Result<Written, ChainError> {
     let chain = &shared.chain;
     let tip = chain.tip()?;

@@ -366,7 +366,8 @@ impl Chain {
     }
 
     /// Checks that `certificate` proves a quorum of the validators of `view`, the state
-    /// `header`'s block executes on, precommitted that block on this chain.
+    /// `header`'s block executes on, precommitted that block on this chain. The header
+    /// must name that set, so the block id the certificate carries also binds the set.
     pub fn check_certificate<V: StateView + ?Sized>(
         &self,
         view: &V,
@@ -374,6 +375,7 @@ impl Chain {
         certificate: CommitCertificate,
     ) -> Result<CheckedCertificate, ChainError> {
         let validators = validator_set_in(view)?;
+        mismatch("validators_hash", validators.hash(), header.validators_hash)?;
         certificate.verify(self.chain_id(), header.height, &header.id(), &validators)?;
         Ok(CheckedCertificate(certificate))
     }
@@ -480,14 +482,20 @@ mod tests {
 
     use super::*;
 
+    /// A chain of one validator, the hub (seed 1), in `dir`.
+    fn hub_chain(dir: &std::path::Path) -> (TestChain, Genesis, Keypair) {
+        let genesis = genesis_for(&[1], &[]);
+        let hub = Keypair::from_seed_for_tests(1);
+        let chain = TestChain::open(dir, genesis.clone(), hub.clone()).unwrap();
+        (chain, genesis, hub)
+    }
+
     /// A proposer given one sender's transactions out of nonce order includes them all,
     /// in nonce order; one after a gap stays out.
     #[test]
     fn a_block_takes_one_senders_transactions_in_nonce_order() {
         let dir = tempfile::tempdir().unwrap();
-        let genesis = genesis_for(&[1], &[]);
-        let hub = Keypair::from_seed_for_tests(1);
-        let chain = TestChain::open(dir.path(), genesis.clone(), hub.clone()).unwrap();
+        let (chain, genesis, hub) = hub_chain(dir.path());
         let tx = |nonce| {
             create_account_tx(
                 &hub,
@@ -513,9 +521,7 @@ mod tests {
     #[test]
     fn a_block_whose_tx_root_is_not_its_transactions_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let genesis = genesis_for(&[1], &[]);
-        let hub = Keypair::from_seed_for_tests(1);
-        let chain = TestChain::open(dir.path(), genesis.clone(), hub.clone()).unwrap();
+        let (chain, genesis, hub) = hub_chain(dir.path());
         let txs = (0..3)
             .map(|nonce| {
                 let account = Keypair::from_seed_for_tests(100 + nonce);
@@ -543,9 +549,7 @@ mod tests {
     #[test]
     fn a_checked_certificate_commits_only_its_own_block() {
         let dir = tempfile::tempdir().unwrap();
-        let genesis = genesis_for(&[1], &[]);
-        let hub = Keypair::from_seed_for_tests(1);
-        let chain = TestChain::open(dir.path(), genesis.clone(), hub.clone()).unwrap();
+        let (chain, genesis, hub) = hub_chain(dir.path());
         let at = |ms| {
             let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + ms);
             chain

@@ -790,7 +790,7 @@ impl Driver {
             |tx: &SignedTransaction| signatures_checked || self.shared.signature_checked(tx);
         let executed = match chain.execute_checked(&view, &tip, &block, checked) {
             Ok(executed) => executed,
-            Err(err @ ChainError::Storage(_)) => return Err(err.into()),
+            Err(err) if err.is_local() => return Err(err.into()),
             Err(err) => {
                 tracing::warn!(%err, "peer's committed block does not verify");
                 return Ok(());
@@ -1238,8 +1238,8 @@ mod tests {
     }
 
     /// A fetched block whose certificate does not prove its commit (too few signers, or
-    /// a forged signature) is refused before it is executed; with the quorum's own
-    /// certificate it is taken, and the writer does not check that again.
+    /// a forged signature) is not handed to the writer and the tip stays; with the
+    /// quorum's own certificate it is committed.
     #[test]
     fn a_fetched_block_is_taken_only_with_a_certificate_that_holds() {
         let hub = Keypair::from_seed_for_tests(1);

@@ -466,8 +466,9 @@ mod tests {
     }
 
     /// R may be encoded non-canonically (y ≥ p, or x = 0 with the sign bit set), as ZIP 215
-    /// allows. Here R is the identity in each of its four encodings, s = ka: every one is
-    /// valid alone and in a batch with ordinary signatures. A decoder that refused these
+    /// allows. Here R is the identity in each of its four encodings (the first canonical,
+    /// as a control), s = ka: every one is valid alone and in a batch with ordinary
+    /// signatures. A decoder that refused these
     /// (a curve25519-dalek upgrade, say) would split nodes running it from the others.
     #[test]
     fn non_canonical_encodings_of_r_get_one_verdict_alone_and_batched() {
