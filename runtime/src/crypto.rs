@@ -53,8 +53,9 @@ const MAX_CACHED_KEYS: usize = 16_384;
 static SIGNER_POINTS: LazyLock<RwLock<HashMap<[u8; 32], EdwardsPoint>>> =
     LazyLock::new(RwLock::default);
 
-/// A signer's key as a curve point, decompressed or found in the cache.
+/// A signer's key and its curve point, decompressed or found in the cache.
 struct SignerKey {
+    key: PublicKey,
     point: EdwardsPoint,
     cached: bool,
 }
@@ -70,6 +71,7 @@ impl PublicKey {
             .copied();
         if let Some(point) = cached {
             return Ok(SignerKey {
+                key: *self,
                 point,
                 cached: true,
             });
@@ -79,6 +81,7 @@ impl PublicKey {
             .filter(|p| !p.is_small_order())
             .ok_or_else(|| CryptoError::BadPublicKey(self.to_string()))?;
         Ok(SignerKey {
+            key: *self,
             point,
             cached: false,
         })
@@ -99,7 +102,7 @@ impl PublicKey {
         if !(sb_minus_ka - r).mul_by_cofactor().is_identity() {
             return Err(CryptoError::BadSignature);
         }
-        remember(std::slice::from_ref(&signer), std::slice::from_ref(self));
+        remember(std::slice::from_ref(&signer));
         Ok(())
     }
 }
@@ -133,18 +136,18 @@ fn challenge(signature: &Signature, signer: &PublicKey, message: &[u8]) -> Scala
 }
 
 /// Keeps the points of keys whose signatures held.
-fn remember(signers: &[SignerKey], keys: &[PublicKey]) {
+fn remember(signers: &[SignerKey]) {
     if signers.iter().all(|s| s.cached) {
         return;
     }
     let mut points = SIGNER_POINTS
         .write()
         .unwrap_or_else(PoisonError::into_inner);
-    for (signer, key) in signers.iter().zip(keys).filter(|(s, _)| !s.cached) {
+    for signer in signers.iter().filter(|s| !s.cached) {
         if points.len() >= MAX_CACHED_KEYS {
             points.clear();
         }
-        points.insert(key.0, signer.point);
+        points.insert(signer.key.0, signer.point);
     }
 }
 
@@ -188,7 +191,7 @@ pub fn verify_batch(
     if !sum.mul_by_cofactor().is_identity() {
         return Err(CryptoError::BadSignature);
     }
-    remember(&signers, keys);
+    remember(&signers);
     Ok(())
 }
 
@@ -362,17 +365,22 @@ mod tests {
         assert!(matches!(err, CryptoError::BadPublicKey(_)), "{err}");
     }
 
+    /// A signature made by hand: R sent as `big_r`, s = r + ka.
+    fn signed_with_r(key: &Keypair, message: &[u8], big_r: [u8; 32], r: Scalar) -> Signature {
+        let mut bytes = [0u8; 64];
+        bytes[..32].copy_from_slice(&big_r);
+        let k = challenge(&Signature(bytes), &key.public(), message);
+        bytes[32..].copy_from_slice((r + k * key.0.to_scalar()).as_bytes());
+        Signature(bytes)
+    }
+
     /// A signature whose R has a small-order part T: valid by the cofactored equation
     /// (sB − kA − R = −T, and [8]T = 0), invalid by the cofactorless one. Only the key's
     /// owner can make it (s needs the secret scalar).
     fn with_small_order_part(key: &Keypair, message: &[u8], nonce: u64) -> Signature {
         let r = Scalar::from(u128::from(nonce) + 1_000);
         let big_r = EdwardsPoint::mul_base(&r) + EIGHT_TORSION[1];
-        let mut bytes = [0u8; 64];
-        bytes[..32].copy_from_slice(big_r.compress().as_bytes());
-        let k = challenge(&Signature(bytes), &key.public(), message);
-        bytes[32..].copy_from_slice((r + k * key.0.to_scalar()).as_bytes());
-        Signature(bytes)
+        signed_with_r(key, message, big_r.compress().to_bytes(), r)
     }
 
     #[test]
@@ -468,8 +476,8 @@ mod tests {
     /// R may be encoded non-canonically (y ≥ p, or x = 0 with the sign bit set), as ZIP 215
     /// allows. Here R is the identity in each of its four encodings (the first canonical,
     /// as a control), s = ka: every one is valid alone and in a batch with ordinary
-    /// signatures. A decoder that refused these
-    /// (a curve25519-dalek upgrade, say) would split nodes running it from the others.
+    /// signatures. A decoder that refused these (a curve25519-dalek upgrade, say) would
+    /// split nodes running it from the others.
     #[test]
     fn non_canonical_encodings_of_r_get_one_verdict_alone_and_batched() {
         let key = Keypair::from_seed_for_tests(81);
@@ -481,11 +489,7 @@ mod tests {
         one[0] = 1;
         let signed = |mut r: [u8; 32], negative: bool| {
             r[31] |= u8::from(negative) << 7;
-            let mut bytes = [0u8; 64];
-            bytes[..32].copy_from_slice(&r);
-            let k = challenge(&Signature(bytes), &public, b"bid");
-            bytes[32..].copy_from_slice((k * key.0.to_scalar()).as_bytes());
-            Signature(bytes)
+            signed_with_r(&key, b"bid", r, Scalar::ZERO)
         };
         let sigs = [
             signed(one, false),
