@@ -27,9 +27,7 @@ use bidchain_runtime::validator::ValidatorSet;
 
 use crate::catch_up::{CatchUp, CatchUpError};
 use crate::chain::{ChainError, Proposal, Tip};
-use crate::net::{
-    Inbound, Inbox, MAX_TX_BATCH_BYTES, NetMessage, SyncedBlock, Transport, ValidatorIndex,
-};
+use crate::net::{Inbound, Inbox, NetMessage, SyncedBlock, Transport, ValidatorIndex};
 use crate::shared::Shared;
 use crate::storage::Durability;
 
@@ -51,8 +49,6 @@ const MAX_HELD_VOTES: usize = 256;
 const MAX_HELD_PROPOSALS: usize = 8;
 /// Pending timers; the core asks for at most three a round.
 pub const MAX_TIMERS: usize = 256;
-/// Client transactions gossiped per loop turn.
-const MAX_TX_GOSSIP_PER_TURN: usize = 1_024;
 /// Room left in a block for its header and length prefixes.
 const HEADER_ALLOWANCE_BYTES: usize = 4 * 1024;
 /// Blocks fetched from peers are committed without waiting for the disk (see
@@ -68,7 +64,8 @@ pub struct DriverConfig {
     pub timeouts: Timeouts,
     /// A non-voting node: it decides from the validators' votes and never signs.
     pub observer: bool,
-    /// The pause after a commit before the next height starts.
+    /// The pause after a decision before the next height starts; the decided block is
+    /// written within it.
     pub block_interval: Duration,
     /// With nothing to commit, the next height still starts after this long, for an empty
     /// block; zero: never (a height then starts when a transaction arrives or another
@@ -252,7 +249,6 @@ impl Driver {
             self.timers.pop();
             self.input(Input::Timeout(timeout))?;
         }
-        self.gossip_txs();
         if now >= self.next_gossip {
             self.next_gossip = now + GOSSIP_INTERVAL;
             self.gossip();
@@ -484,6 +480,7 @@ impl Driver {
         block_id: BlockHash,
         certificate: &CommitCertificate,
     ) -> Result<(), DriverError> {
+        let decided = Instant::now();
         let proposal = match self.blocks.remove(&block_id) {
             Some(Candidate::Valid(proposal)) => proposal,
             // A quorum committed what this node's execution refused: their state and ours
@@ -500,7 +497,7 @@ impl Driver {
             .commit(&proposal, certificate, Durability::Synced)?;
         self.note_commit(Durability::Synced);
         self.shared.after_commit(&proposal);
-        self.after_commit(proposal.block.header.height);
+        self.after_commit(proposal.block.header.height, decided);
         Ok(())
     }
 
@@ -537,12 +534,12 @@ impl Driver {
         Ok(settled?)
     }
 
-    /// The driver's side of a commit at `height` (the shared side is
-    /// [`Shared::after_commit`]).
-    fn after_commit(&mut self, height: Height) {
-        let now = Instant::now();
-        self.last_commit = now;
-        self.next_height_at = Some(now + self.config.block_interval);
+    /// The driver's side of a commit at `height`, decided at `decided` (the shared side
+    /// is [`Shared::after_commit`]). The block interval counts from the decision, so the
+    /// commit's write is part of the pause rather than added to it.
+    fn after_commit(&mut self, height: Height, decided: Instant) {
+        self.last_commit = decided;
+        self.next_height_at = Some(decided + self.config.block_interval);
         let next = height.next();
         self.blocks.retain(|_, c| c.block().header.height == next);
     }
@@ -737,24 +734,6 @@ impl Driver {
     }
 
     /// Sends what clients submitted here to the other validators, in batches.
-    fn gossip_txs(&self) {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        for tx in self.shared.take_outbound_txs(MAX_TX_GOSSIP_PER_TURN) {
-            let len = tx.encode().len();
-            if bytes + len > MAX_TX_BATCH_BYTES && !batch.is_empty() {
-                self.transport
-                    .broadcast(NetMessage::Txs(std::mem::take(&mut batch)));
-                bytes = 0;
-            }
-            bytes += len;
-            batch.push(tx);
-        }
-        if !batch.is_empty() {
-            self.transport.broadcast(NetMessage::Txs(batch));
-        }
-    }
-
     /// A peer's batch: one batch signature check when all are good (the usual case), one
     /// by one otherwise.
     /// Peer transactions normally never reach the driver: the network task admits them
@@ -801,7 +780,7 @@ impl Driver {
         self.catch_up
             .send(block, executed, certificate, durability)?;
         self.note_commit(durability);
-        self.after_commit(height);
+        self.after_commit(height, Instant::now());
         // Behind the others: no pause before the next height.
         self.core = None;
         self.next_height_at = Some(Instant::now());

@@ -38,8 +38,8 @@ use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, identif
 use tokio::sync::mpsc;
 
 use crate::net::{
-    INBOX_CAPACITY, Inbound, Inbox, MAX_NET_MESSAGE_BYTES, NetMessage, SyncedBlock, Transport,
-    ValidatorIndex,
+    INBOX_CAPACITY, Inbound, Inbox, MAX_NET_MESSAGE_BYTES, MAX_TX_BATCH_BYTES, NetMessage,
+    SyncedBlock, Transport, ValidatorIndex,
 };
 use crate::shared::Shared;
 
@@ -68,6 +68,12 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often peers are asked for their height (how an observer notices new blocks when it
 /// misses the votes), and how often a missing peer is dialled again.
 const SYNC_POLL_INTERVAL: Duration = Duration::from_millis(1_000);
+/// How often the client transactions admitted here are relayed to the peers. This task
+/// relays them, not the consensus thread: that one can be busy executing or writing a
+/// block for longer than this, and a proposer proposes only what has reached it.
+const TX_RELAY_INTERVAL: Duration = Duration::from_millis(10);
+/// Client transactions relayed per tick, at most (about 100 k a second).
+const MAX_TX_RELAY_PER_TICK: usize = 1_024;
 const REDIAL_INTERVAL: Duration = Duration::from_millis(2_000);
 /// Blocks received but not committed after this long are asked for again.
 const SYNC_STALL: Duration = Duration::from_secs(5);
@@ -448,6 +454,8 @@ impl NetworkTask {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut poll = tokio::time::interval(SYNC_POLL_INTERVAL);
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
+        let mut relay = tokio::time::interval(TX_RELAY_INTERVAL);
+        relay.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -457,6 +465,7 @@ impl NetworkTask {
                 },
                 _ = poll.tick() => self.poll_peers(),
                 _ = redial.tick() => self.dial_missing(),
+                _ = relay.tick() => self.relay_txs(),
             }
         }
         tracing::debug!("network task stopped");
@@ -479,18 +488,39 @@ impl NetworkTask {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Broadcast(message) => {
-                let peers: Vec<PeerId> = self.connected.iter().copied().collect();
-                for peer in peers {
-                    self.send_message(peer, (*message).clone());
-                }
-            }
+            Command::Broadcast(message) => self.broadcast(*message),
             // The driver asks from its tip on; the sync state knows what is on its way.
             Command::RequestBlocks(from, _height) => {
                 if let Some(peer) = self.validator_peer(from) {
                     self.fetch_blocks(peer);
                 }
             }
+        }
+    }
+
+    fn broadcast(&mut self, message: NetMessage) {
+        let peers: Vec<PeerId> = self.connected.iter().copied().collect();
+        for peer in peers {
+            self.send_message(peer, message.clone());
+        }
+    }
+
+    /// Sends the client transactions admitted since the last tick to every peer, in
+    /// batches of at most `MAX_TX_BATCH_BYTES`.
+    fn relay_txs(&mut self) {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for tx in self.shared.take_outbound_txs(MAX_TX_RELAY_PER_TICK) {
+            let len = tx.encode().len();
+            if bytes + len > MAX_TX_BATCH_BYTES && !batch.is_empty() {
+                self.broadcast(NetMessage::Txs(std::mem::take(&mut batch)));
+                bytes = 0;
+            }
+            bytes += len;
+            batch.push(tx);
+        }
+        if !batch.is_empty() {
+            self.broadcast(NetMessage::Txs(batch));
         }
     }
 

@@ -14,6 +14,7 @@ use bidchain_cli::localnet::{Localnet, LocalnetSpec, NodeRole};
 use bidchain_cli::process::NodeProcess;
 use bidchain_cli::setup;
 use bidchain_genesis::ConsensusParams;
+use bidchain_node::api::TxStatus;
 use bidchain_node::config::PeerConfig;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{Height, Nonce};
@@ -153,6 +154,7 @@ async fn validators_over_libp2p_survive_crashes_and_an_observer_syncs() {
         stalled,
         "node 1 committed without a quorum"
     );
+    client_txs_are_relayed_without_a_quorum(&net, &hub).await;
 
     // One returns: a quorum again, and the chain resumes without a fork.
     net.start(2).await;
@@ -182,6 +184,32 @@ async fn validators_over_libp2p_survive_crashes_and_an_observer_syncs() {
     let at = net.height(0).await;
     net.wait_height(&[0, 1, 2], at + 2, Duration::from_secs(30))
         .await;
+}
+
+/// With no quorum nothing commits, so a transaction sent to node 1 that node 0 holds as
+/// pending was relayed to it. The hub's next nonce is 1.
+async fn client_txs_are_relayed_without_a_quorum(net: &Net, hub: &Keypair) {
+    let tx = bidchain_node::testing::create_account_tx_on(
+        &net.net.genesis.chain_id,
+        hub,
+        Nonce(1),
+        &Keypair::generate(),
+        Role::Bidder,
+    );
+    let hash = net.client(1).submit(&tx).await.unwrap().tx_hash;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match net.client(0).tx(&hash).await {
+            Ok(found) => {
+                assert_eq!(found.status, TxStatus::Pending, "{found:?}");
+                return;
+            }
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("node 0 never heard of node 1's client transaction: {err:#}"),
+        }
+    }
 }
 
 /// Raw bytes on the message protocol, for sending what no honest node would.
