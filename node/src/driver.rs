@@ -733,7 +733,6 @@ impl Driver {
         self.transport.request_blocks(peer, tip.height.next());
     }
 
-    /// Sends what clients submitted here to the other validators, in batches.
     /// A peer's batch: one batch signature check when all are good (the usual case), one
     /// by one otherwise.
     /// Peer transactions normally never reach the driver: the network task admits them
