@@ -9,6 +9,7 @@ pub mod config;
 pub mod driver;
 pub mod keyfile;
 pub mod mempool;
+pub mod msg_stream;
 pub mod net;
 pub mod node;
 pub mod p2p;

@@ -1,10 +1,10 @@
 //! The libp2p network between validators and observers: TCP + noise + yamux, identify, and
-//! two request-response protocols on direct streams:
+//! two protocols on direct streams:
 //!
-//! - `/bidchain/msg/1`: one consensus message or transaction per request, answered with an
-//!   empty acknowledgement (a one-way send that libp2p bounds and times out);
-//! - `/bidchain/sync/1`: a peer's committed height, and committed blocks with their commit
-//!   certificates, for a node that is behind and for observers.
+//! - `/bidchain/msg/2`: consensus messages and relayed transactions, one-way, on one
+//!   long-lived stream per peer ([`crate::msg_stream`]);
+//! - `/bidchain/sync/1`: request-response: a peer's committed height, and committed blocks
+//!   with their commit certificates, for a node that is behind and for observers.
 //!
 //! Why direct streams rather than gossipsub: the peer set is small and fixed (every validator
 //! connects to every other), so a broadcast is n - 1 sends either way, one hop, no mesh to
@@ -37,6 +37,9 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, identify};
 use tokio::sync::mpsc;
 
+use crate::msg_stream::{
+    self, Frame, MAX_INBOUND_EVENTS, MAX_INBOUND_STREAMS_PER_PEER, MESSAGE_PROTOCOL, StreamEvent,
+};
 use crate::net::{
     INBOX_CAPACITY, Inbound, Inbox, MAX_NET_MESSAGE_BYTES, MAX_TX_BATCH_BYTES, NetMessage,
     SyncedBlock, Transport, ValidatorIndex,
@@ -59,11 +62,9 @@ const MAX_SYNC_RUNS_CHECKING: usize = 2;
 /// Blocks handed to the driver and not yet committed, at most: sync waits beyond this, so
 /// it neither floods the inbox live votes share nor fetches what would be dropped.
 const SYNC_WINDOW_BLOCKS: u64 = 4 * MAX_SYNC_BLOCKS;
-/// Streams open at once on one connection, per protocol (both directions): each may hold
-/// a message of up to its protocol's bound.
-const MAX_MESSAGE_STREAMS: usize = 256;
+/// Sync streams open at once on one connection (both directions): each may hold a
+/// response of up to its bound.
 const MAX_SYNC_STREAMS: usize = 8;
-const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often peers are asked for their height (how an observer notices new blocks when it
 /// misses the votes), and how often a missing peer is dialled again.
@@ -80,7 +81,6 @@ const SYNC_STALL: Duration = Duration::from_secs(5);
 /// A connection with no open stream stays up this long (peers are long-lived).
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3_600);
 
-const MESSAGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/bidchain/msg/1");
 const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/bidchain/sync/1");
 const IDENTIFY_PROTOCOL: &str = "/bidchain/1";
 
@@ -147,12 +147,6 @@ pub trait Wire: Encode + Decode<()> + Send + 'static {
     const MAX_BYTES: usize;
 }
 
-impl Wire for NetMessage {
-    const MAX_BYTES: usize = MAX_NET_MESSAGE_BYTES;
-}
-impl Wire for () {
-    const MAX_BYTES: usize = 0;
-}
 impl Wire for SyncRequest {
     const MAX_BYTES: usize = 64;
 }
@@ -260,7 +254,6 @@ impl<Req: Wire, Resp: Wire> request_response::Codec for WireCodec<Req, Resp> {
     }
 }
 
-type MessageBehaviour = request_response::Behaviour<WireCodec<NetMessage, ()>>;
 type SyncBehaviour = request_response::Behaviour<WireCodec<SyncRequest, SyncResponse>>;
 
 #[derive(NetworkBehaviour)]
@@ -268,7 +261,7 @@ type SyncBehaviour = request_response::Behaviour<WireCodec<SyncRequest, SyncResp
 struct Behaviour {
     allowed: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
     identify: identify::Behaviour,
-    messages: MessageBehaviour,
+    streams: libp2p_stream::Behaviour,
     sync: SyncBehaviour,
 }
 
@@ -323,8 +316,19 @@ pub async fn start(
     let (inbox_tx, inbox) = std::sync::mpsc::sync_channel(INBOX_CAPACITY);
     let (synced_tx, synced) = mpsc::channel(MAX_SYNC_RUNS_CHECKING);
     tokio::spawn(check_synced(synced, inbox_tx.clone(), shared.clone()));
+    let mut control = swarm.behaviour().streams.new_control();
+    let incoming = control
+        .accept(MESSAGE_PROTOCOL)
+        .map_err(|e| P2pError::Transport(e.to_string()))?;
+    let (stream_events_tx, stream_events) = mpsc::channel(MAX_INBOUND_EVENTS);
     let task = NetworkTask {
         swarm,
+        streams: MessageStreams {
+            control,
+            writers: BTreeMap::new(),
+            inbound: BTreeMap::new(),
+            events: stream_events_tx,
+        },
         shared,
         inbox: inbox_tx,
         synced: synced_tx,
@@ -339,7 +343,7 @@ pub async fn start(
         },
         tx_admissions: Arc::new(tokio::sync::Semaphore::new(MAX_TX_BATCH_ADMISSIONS)),
     };
-    tokio::spawn(task.run(commands));
+    tokio::spawn(task.run(commands, incoming, stream_events));
     Ok((
         P2pTransport {
             commands: commands_tx,
@@ -377,10 +381,7 @@ fn build_swarm(key: &Keypair, settings: &P2pSettings) -> Result<Swarm<Behaviour>
                     IDENTIFY_PROTOCOL.to_owned(),
                     identity.public(),
                 )),
-                messages: request_response::Behaviour::new(
-                    [(MESSAGE_PROTOCOL, ProtocolSupport::Full)],
-                    config(MESSAGE_TIMEOUT, MAX_MESSAGE_STREAMS),
-                ),
+                streams: libp2p_stream::Behaviour::new(),
                 sync: request_response::Behaviour::new(
                     [(SYNC_PROTOCOL, ProtocolSupport::Full)],
                     config(SYNC_TIMEOUT, MAX_SYNC_STREAMS),
@@ -434,8 +435,53 @@ struct InFlight {
     from: Height,
 }
 
+/// The message streams ([`crate::msg_stream`]): a writer per connected peer, started on the
+/// first message to it, and how many inbound streams each peer has open.
+struct MessageStreams {
+    control: libp2p_stream::Control,
+    writers: BTreeMap<PeerId, mpsc::Sender<Frame>>,
+    inbound: BTreeMap<PeerId, usize>,
+    /// Where readers send what they read.
+    events: mpsc::Sender<(PeerId, StreamEvent)>,
+}
+
+impl MessageStreams {
+    /// Queues `frame` for `peer`, a connected peer; dropped if its queue is full.
+    fn send(&mut self, peer: PeerId, frame: Frame) {
+        let control = &self.control;
+        let writer = self
+            .writers
+            .entry(peer)
+            .or_insert_with(|| msg_stream::spawn_writer(control.clone(), peer));
+        if writer.try_send(frame).is_err() {
+            tracing::debug!(%peer, "message queue to peer full; message dropped");
+        }
+    }
+
+    /// Reads a peer's new stream, unless it holds as many open as it may.
+    fn accept(&mut self, peer: PeerId, stream: libp2p::Stream) {
+        let open = self.inbound.entry(peer).or_default();
+        if *open >= MAX_INBOUND_STREAMS_PER_PEER {
+            tracing::debug!(%peer, "peer opened too many message streams; new one dropped");
+            return;
+        }
+        *open += 1;
+        tokio::spawn(msg_stream::read_from(peer, stream, self.events.clone()));
+    }
+
+    fn ended(&mut self, peer: PeerId) {
+        if let Some(open) = self.inbound.get_mut(&peer) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.inbound.remove(&peer);
+            }
+        }
+    }
+}
+
 struct NetworkTask {
     swarm: Swarm<Behaviour>,
+    streams: MessageStreams,
     shared: Arc<Shared>,
     inbox: SyncSender<Inbound>,
     dial: Vec<(PeerId, Multiaddr)>,
@@ -451,7 +497,12 @@ struct NetworkTask {
 }
 
 impl NetworkTask {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut incoming: libp2p_stream::IncomingStreams,
+        mut stream_events: mpsc::Receiver<(PeerId, StreamEvent)>,
+    ) {
         let mut poll = tokio::time::interval(SYNC_POLL_INTERVAL);
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         let mut relay = tokio::time::interval(TX_RELAY_INTERVAL);
@@ -466,6 +517,8 @@ impl NetworkTask {
                 _ = poll.tick() => self.poll_peers(),
                 _ = redial.tick() => self.dial_missing(),
                 _ = relay.tick() => self.relay_txs(),
+                Some((peer, stream)) = incoming.next() => self.streams.accept(peer, stream),
+                Some((peer, event)) = stream_events.recv() => self.on_stream_event(peer, event),
             }
         }
         tracing::debug!("network task stopped");
@@ -498,10 +551,11 @@ impl NetworkTask {
         }
     }
 
+    /// Encodes `message` once and queues it for every connected peer.
     fn broadcast(&mut self, message: NetMessage) {
-        let peers: Vec<PeerId> = self.connected.iter().copied().collect();
-        for peer in peers {
-            self.send_message(peer, message.clone());
+        let frame = msg_stream::frame(&message);
+        for peer in &self.connected {
+            self.streams.send(*peer, frame.clone());
         }
     }
 
@@ -521,17 +575,6 @@ impl NetworkTask {
         }
         if !batch.is_empty() {
             self.broadcast(NetMessage::Txs(batch));
-        }
-    }
-
-    /// Sends only over a live connection: a request to an absent peer would be queued
-    /// by libp2p until it returns, without bound.
-    fn send_message(&mut self, peer: PeerId, message: NetMessage) {
-        if self.connected.contains(&peer) {
-            self.swarm
-                .behaviour_mut()
-                .messages
-                .send_request(&peer, Decoded::Value(message));
         }
     }
 
@@ -639,6 +682,7 @@ impl NetworkTask {
             } => {
                 self.connected.remove(&peer_id);
                 self.peer_heights.remove(&peer_id);
+                self.streams.writers.remove(&peer_id);
                 tracing::info!(peer = %peer_id, cause = ?cause, "peer disconnected");
                 self.update_peer_gauge();
             }
@@ -649,7 +693,6 @@ impl NetworkTask {
             } => {
                 tracing::info!(from = %send_back_addr, %error, "incoming connection refused");
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Messages(event)) => self.on_message_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
             _ => {}
         }
@@ -660,47 +703,14 @@ impl NetworkTask {
         self.shared.metrics.peers.store(peers, Ordering::Relaxed);
     }
 
-    fn on_message_event(
-        &mut self,
-        event: request_response::Event<Decoded<NetMessage>, Decoded<()>>,
-    ) {
-        use request_response::{Event, Message};
+    fn on_stream_event(&mut self, peer: PeerId, event: StreamEvent) {
         match event {
-            Event::Message {
-                peer,
-                message:
-                    Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => match request {
-                Decoded::Value(message) => {
-                    let ack = Decoded::Value(());
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .messages
-                        .send_response(channel, ack);
-                    self.deliver(peer, message);
-                }
-                Decoded::Malformed(reason) => self.malformed(peer, &reason),
-            },
-            Event::Message {
-                peer,
-                message:
-                    Message::Response {
-                        response: Decoded::Malformed(reason),
-                        ..
-                    },
-                ..
-            } => self.malformed(peer, &reason),
-            Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound message failed");
+            StreamEvent::Message(message) => self.deliver(peer, message),
+            StreamEvent::Malformed(reason) => {
+                self.streams.ended(peer);
+                self.malformed(peer, &reason);
             }
-            Event::OutboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "message not delivered");
-            }
-            Event::Message { .. } | Event::ResponseSent { .. } => {}
+            StreamEvent::Ended => self.streams.ended(peer),
         }
     }
 

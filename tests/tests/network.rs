@@ -16,13 +16,12 @@ use bidchain_cli::setup;
 use bidchain_genesis::ConsensusParams;
 use bidchain_node::api::TxStatus;
 use bidchain_node::config::PeerConfig;
+use bidchain_node::msg_stream::MESSAGE_PROTOCOL;
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::ids::{Height, Nonce};
 use bidchain_runtime::tx::Role;
 use bidchain_tests::{bidchain_bin, check_chain};
-use libp2p::StreamProtocol;
-use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::futures::{AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
 
 const VALIDATORS: usize = 4;
@@ -212,58 +211,7 @@ async fn client_txs_are_relayed_without_a_quorum(net: &Net, hub: &Keypair) {
     }
 }
 
-/// Raw bytes on the message protocol, for sending what no honest node would.
-#[derive(Clone, Default)]
-struct RawCodec;
-
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let mut bytes = Vec::new();
-        io.read_to_end(&mut bytes).await?;
-        Ok(bytes)
-    }
-
-    async fn read_response<T>(&mut self, p: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        self.read_request(p, io).await
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        bytes: Vec<u8>,
-    ) -> std::io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&bytes).await?;
-        io.close().await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        p: &StreamProtocol,
-        io: &mut T,
-        bytes: Vec<u8>,
-    ) -> std::io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        self.write_request(p, io, bytes).await
-    }
-}
-
-/// An allowed peer sends bytes that do not decode: validator 0 disconnects it, logs it,
+/// An allowed peer sends a frame that does not decode: validator 0 disconnects it, logs it,
 /// and goes on.
 async fn garbage_gets_a_peer_disconnected(net: &Net, key: &Keypair) {
     let identity = libp2p::identity::Keypair::ed25519_from_bytes(key.secret_bytes()).unwrap();
@@ -275,17 +223,10 @@ async fn garbage_gets_a_peer_disconnected(net: &Net, key: &Keypair) {
             libp2p::yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::<RawCodec>::new(
-                [(
-                    StreamProtocol::new("/bidchain/msg/1"),
-                    ProtocolSupport::Full,
-                )],
-                request_response::Config::default(),
-            )
-        })
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
         .unwrap()
         .build();
+    let control = swarm.behaviour().new_control();
     let target = bidchain_node::p2p::peer_id(&net.net.nodes[0].public_key).unwrap();
     let address: libp2p::Multiaddr = net.net.nodes[0].p2p_address.parse().unwrap();
     swarm.dial(address).unwrap();
@@ -296,10 +237,19 @@ async fn garbage_gets_a_peer_disconnected(net: &Net, key: &Keypair) {
             .await
             .expect("validator 0 kept a peer that sent garbage");
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == target => {
-                swarm
-                    .behaviour_mut()
-                    .send_request(&target, vec![0xff, 0x13, 0x37, 0x00, 0x42]);
+            SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == target && !sent => {
+                // A frame of five bytes that are no message.
+                let mut control = control.clone();
+                tokio::spawn(async move {
+                    let mut stream = control.open_stream(target, MESSAGE_PROTOCOL).await?;
+                    stream
+                        .write_all(&[0, 0, 0, 5, 0xff, 0x13, 0x37, 0x00, 0x42])
+                        .await?;
+                    stream.flush().await?;
+                    // Held open: the validator, not this side, must end it.
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    anyhow::Ok(())
+                });
                 sent = true;
             }
             SwarmEvent::ConnectionClosed { peer_id, .. } if peer_id == target && sent => break,
