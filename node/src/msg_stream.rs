@@ -31,7 +31,7 @@ use crate::net::{MAX_NET_MESSAGE_BYTES, NetMessage};
 pub const MESSAGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/bidchain/msg/2");
 
 /// Encoded messages waiting for one peer's writer; beyond this, messages to that peer are
-/// dropped. About two seconds of relay batches and votes at 5,000 tx/s.
+/// dropped. About eight seconds of relay batches (one each 10 ms) and votes.
 pub const MAX_QUEUED_FRAMES_PER_PEER: usize = 1_024;
 /// Message streams one peer may have open to this node at once: its current one, and a new
 /// one it opened after its old one broke but before this side saw the old one end.
