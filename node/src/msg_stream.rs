@@ -20,7 +20,6 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bidchain_runtime::codec;
 use libp2p::futures::io::{BufReader, BufWriter};
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
@@ -152,7 +151,7 @@ pub async fn read_from(peer: PeerId, stream: Stream, events: mpsc::Sender<(PeerI
                 break StreamEvent::Ended;
             }
         };
-        let event = match codec::decode_bounded(&bytes, MAX_NET_MESSAGE_BYTES) {
+        let event = match NetMessage::decode(&bytes) {
             Ok(message) => StreamEvent::Message(message),
             Err(err) => break StreamEvent::Malformed(err.to_string()),
         };

@@ -370,11 +370,6 @@ fn build_swarm(key: &Keypair, settings: &P2pSettings) -> Result<Swarm<Behaviour>
             for peer in &settings.allowed {
                 allowed.allow_peer(*peer);
             }
-            let config = |timeout, streams| {
-                request_response::Config::default()
-                    .with_request_timeout(timeout)
-                    .with_max_concurrent_streams(streams)
-            };
             Behaviour {
                 allowed,
                 identify: identify::Behaviour::new(identify::Config::new(
@@ -384,7 +379,9 @@ fn build_swarm(key: &Keypair, settings: &P2pSettings) -> Result<Swarm<Behaviour>
                 streams: libp2p_stream::Behaviour::new(),
                 sync: request_response::Behaviour::new(
                     [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-                    config(SYNC_TIMEOUT, MAX_SYNC_STREAMS),
+                    request_response::Config::default()
+                        .with_request_timeout(SYNC_TIMEOUT)
+                        .with_max_concurrent_streams(MAX_SYNC_STREAMS),
                 ),
             }
         })
