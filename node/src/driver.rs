@@ -331,7 +331,7 @@ impl Driver {
                     self.blocks.insert(id, Candidate::Valid(proposal));
                     self.logged_blocks.insert(id);
                 }
-                Err(err @ ChainError::Storage(_)) => return Err(err.into()),
+                Err(err) if err.is_local() => return Err(err.into()),
                 Err(err) => tracing::warn!(%err, block = %id, "a logged block no longer verifies"),
             }
         }
@@ -464,7 +464,7 @@ impl Driver {
         let time = Timestamp::from_system(SystemTime::now()).max(tip.time.saturating_add_millis(1));
         let proposal = match chain.build_proposal(candidates, time, self.key.public()) {
             Ok(proposal) => proposal,
-            Err(err @ ChainError::Storage(_)) => return Err(err.into()),
+            Err(err) if err.is_local() => return Err(err.into()),
             Err(err) => {
                 tracing::error!(%err, "could not build a block; the round will time out");
                 return Ok(None);
@@ -678,7 +678,7 @@ impl Driver {
         }
         let candidate = match self.verify(block.clone()) {
             Ok(proposal) => Candidate::Valid(proposal),
-            Err(err @ ChainError::Storage(_)) => return Err(err.into()),
+            Err(err) if err.is_local() => return Err(err.into()),
             Err(err) => {
                 tracing::warn!(%err, block_id = %id, "proposed block is invalid");
                 Candidate::Invalid(block)
