@@ -20,3 +20,4 @@ pub mod rpc_listener;
 pub mod shared;
 pub mod storage;
 pub mod testing;
+pub mod tree_top;

@@ -76,6 +76,10 @@ pub fn seed_bundle(chain: &Chain, height: Height) -> Result<Bundle, ProofError> 
     anchored(chain, height, claim)
 }
 
+/// How many times [`state_bundle`] starts over when blocks are committed while it reads.
+/// A bundle takes about a millisecond to read, and blocks come a few a second at most.
+const MAX_STATE_BUNDLE_ATTEMPTS: usize = 4;
+
 /// The bundle proving the values of state `keys` (present or absent) after the latest
 /// committed block, and of the first present keys under `listed` (so a checker can tell
 /// "recorded with another hash" from "not recorded"), as many as the bundle bound leaves.
@@ -84,8 +88,26 @@ pub fn state_bundle(
     keys: &[Vec<u8>],
     listed: Option<&[u8]>,
 ) -> Result<Bundle, ProofError> {
+    let mut attempt = 1;
+    loop {
+        match state_bundle_once(chain, keys, listed) {
+            Err(ProofError::Storage(StorageError::StateMoved { .. }))
+                if attempt < MAX_STATE_BUNDLE_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+fn state_bundle_once(
+    chain: &Chain,
+    keys: &[Vec<u8>],
+    listed: Option<&[u8]>,
+) -> Result<Bundle, ProofError> {
     let snapshot = chain.storage().snapshot();
-    let height = snapshot.latest_height()?;
+    let height = snapshot.height();
     if height == Height::GENESIS {
         return Err(ProofError::NoBlock);
     }

@@ -1,15 +1,13 @@
 //! A bounded read-through cache for point lookups the database answers again and again:
-//! the state entries and (in a [`SlotCache`], by position number) the upper state-tree
-//! nodes that every block reads. Each RocksDB lookup searches the memtable's skip list,
-//! which was a sixth of a node's consensus thread under load.
+//! the state entries that every block reads. Each RocksDB lookup searches the memtable's
+//! skip list, which was a sixth of a node's consensus thread under load.
 //!
 //! The cache never answers with a value older than the database holds: a writer calls
 //! [`ReadCache::forget`] on the keys of its batch before writing it and
 //! [`ReadCache::apply`] once it is durable. A reader that missed fills the cache only if
 //! no write began or was applied since it looked ([`Ticket`]), so a value read just
 //! before a commit cannot be cached after it. Only point lookups: no iteration order can
-//! leak into state. A [`SlotCache`] has no `forget`: the state tree is read through it
-//! only by the thread that commits (see `Storage::commit_block`).
+//! leak into state.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -153,68 +151,6 @@ impl<K: Hash + Eq, V: Clone> ReadCache<K, V> {
     }
 }
 
-/// [`ReadCache`]'s rule for keys that are indices below a fixed bound, one slot each: a
-/// lookup is an array access, with no hashing or probing, and nothing is evicted. The
-/// upper state-tree levels that every block reads and rewrites, kept in a hash map, were
-/// 15 % of the catch-up writer's samples at 4,000 tx/s.
-#[derive(Debug)]
-pub struct SlotCache<V> {
-    inner: RwLock<Slots<V>>,
-}
-
-#[derive(Debug)]
-struct Slots<V> {
-    values: Vec<Option<V>>,
-    /// How many writes were applied.
-    generation: u64,
-}
-
-impl<V: Clone> SlotCache<V> {
-    /// A cache of indices `0..slots`; others are never cached.
-    pub fn new(slots: usize) -> Self {
-        SlotCache {
-            inner: RwLock::new(Slots {
-                values: vec![None; slots],
-                generation: 0,
-            }),
-        }
-    }
-
-    /// The cached value, or a ticket for filling in what the database answers.
-    pub fn get(&self, index: usize) -> Result<V, Ticket> {
-        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        match inner.values.get(index) {
-            Some(Some(value)) => Ok(value.clone()),
-            _ => Err(Ticket(inner.generation)),
-        }
-    }
-
-    /// Caches what the database answered, unless a write was applied since `ticket`.
-    pub fn fill(&self, ticket: Ticket, index: usize, value: V) {
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        if inner.generation == ticket.0 {
-            inner.set(index, value);
-        }
-    }
-
-    /// Writes that are now durable in the database.
-    pub fn apply(&self, writes: impl IntoIterator<Item = (usize, V)>) {
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        inner.generation += 1;
-        for (index, value) in writes {
-            inner.set(index, value);
-        }
-    }
-}
-
-impl<V> Slots<V> {
-    fn set(&mut self, index: usize, value: V) {
-        if let Some(slot) = self.values.get_mut(index) {
-            *slot = Some(value);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,23 +214,6 @@ mod tests {
         // An entry over the whole budget is not cached.
         cache.apply([(2, Some(31))]);
         assert!(cache.get(&2).is_err());
-    }
-
-    #[test]
-    fn a_slot_read_before_a_write_is_not_filled_after_it() {
-        let cache: SlotCache<Option<u32>> = SlotCache::new(4);
-        let ticket = cache.get(1).unwrap_err();
-        cache.apply([(1, Some(2))]);
-        cache.fill(ticket, 1, None);
-        assert_eq!(cache.get(1), Ok(Some(2)));
-        let ticket = cache.get(3).unwrap_err();
-        cache.fill(ticket, 3, None);
-        assert_eq!(cache.get(3), Ok(None));
-        // Indices past the slots are never cached.
-        cache.apply([(4, Some(4))]);
-        let ticket = cache.get(4).unwrap_err();
-        cache.fill(ticket, 4, Some(4));
-        assert!(cache.get(4).is_err());
     }
 
     #[test]

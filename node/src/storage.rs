@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::read_cache::{ReadCache, SlotCache};
+use crate::read_cache::ReadCache;
+use crate::tree_top::{FRONTIER_DEPTH, Stored, TreeTop};
 use bidchain_consensus::Message;
 use bidchain_genesis::Genesis;
 use bidchain_runtime::block::{Block, BlockHash, CommitCertificate, Header};
@@ -48,6 +49,18 @@ pub enum StorageError {
     NoStateTree,
     #[error("block {got} does not follow the stored tip {tip}")]
     NotNext { tip: Height, got: Height },
+    #[error(
+        "the stored state tree has root {rebuilt}, but the block at height {height} says {expected}: the data dir is corrupt"
+    )]
+    TreeMismatch {
+        height: Height,
+        rebuilt: Hash,
+        expected: Hash,
+    },
+    #[error("the data dir has no header for its latest height {0}: it is corrupt")]
+    MissingHeader(Height),
+    #[error("a read of the state at height {read} met the state at {now}: read it again")]
+    StateMoved { read: Height, now: Height },
 }
 
 /// A typed table: the column family name and its key and value types.
@@ -279,8 +292,10 @@ pub struct BlockCommit<'a> {
 #[derive(Clone, Debug)]
 pub struct Storage {
     db: Arc<DB>,
-    /// The committed state tree's upper levels (`TREE_CACHE_DEPTH`).
-    tree_cache: Arc<SlotCache<Option<Node>>>,
+    /// The committed state tree's upper levels, whose inner nodes are not stored. A
+    /// commit holds it for writing from building its batch until the batch is written,
+    /// so a reader that holds it sees it at the height the database is at.
+    tree_top: Arc<RwLock<TreeTop>>,
     /// Committed state entries, present or known absent.
     state_cache: Arc<ReadCache<Vec<u8>, Option<Vec<u8>>>>,
     /// The keys in [`ConsensusLog`] and [`SignedBlocks`], by height.
@@ -297,17 +312,6 @@ pub struct Storage {
 /// (79 blocks/s up to height 1,000, 4 past 3,000). Holds what is logged at undecided
 /// heights only: a few messages and blocks.
 type LoggedKeys = BTreeMap<Height, Vec<(&'static str, Vec<u8>)>>;
-
-/// State-tree nodes down to this depth are cached: 2^19 - 1 positions, a slot of 65 bytes
-/// each (34 MB, written at open). Every block reads and rewrites the paths from the
-/// root to the keys it changes, and these upper levels, shared by all paths, were most of
-/// a node's database reads.
-/// (At 16 levels, the reads below them were 5 % of a validator's samples at 5,000 bid
-/// tx/s in the load bench, a state of some 20,000 keys; at 18 levels, 1.6 %. A larger
-/// state reads more levels below the cache, one database read per level and path.)
-const TREE_CACHE_DEPTH: u16 = 18;
-const TREE_CACHE_SLOTS: usize = (1 << (TREE_CACHE_DEPTH + 1)) - 1;
-const _: () = assert!(TREE_CACHE_DEPTH <= smt::MAX_NUMBERED_DEPTH);
 
 /// Bounds of the state cache. The accounts, tenders and bids a block reads were a sixth
 /// of a node's consensus thread in memtable lookups. 32 MiB holds the whole state of a
@@ -355,9 +359,21 @@ fn key_height(key: &[u8]) -> Option<Height> {
     Some(Height(u64::from_be_bytes(*bytes)))
 }
 
-/// A position's slot in the tree cache, if it is cached.
-fn tree_slot(pos: NodePos) -> Option<usize> {
-    pos.level_order_index(TREE_CACHE_DEPTH)
+/// The stored tree nodes down to [`FRONTIER_DEPTH`], from which the top is rebuilt. Keys
+/// start with the depth, big-endian: they are the table's first entries.
+fn stored_top(
+    db: &DB,
+) -> Result<impl Iterator<Item = Result<(NodePos, Node), StorageError>> + '_, StorageError> {
+    let cf = db
+        .cf_handle(TREE_CF)
+        .ok_or(StorageError::MissingTable(TREE_CF))?;
+    let mut opts = rocksdb::ReadOptions::default();
+    opts.set_iterate_upper_bound((FRONTIER_DEPTH + 1).to_be_bytes().to_vec());
+    let entries = db.iterator_cf_opt(cf, opts, IteratorMode::Start);
+    Ok(entries.map(|entry| {
+        let (key, value) = entry?;
+        Ok((NodePos::from_bytes(&key)?, Node::from_bytes(&value)?))
+    }))
 }
 
 /// Moves receipts an earlier version stored whole into [`Receipts`], then drops their
@@ -429,7 +445,7 @@ impl Storage {
         }
         let mut storage = Storage {
             db: Arc::new(db),
-            tree_cache: Arc::new(SlotCache::new(TREE_CACHE_SLOTS)),
+            tree_top: Arc::new(RwLock::new(TreeTop::empty())),
             state_cache: Arc::new(ReadCache::new(
                 MAX_STATE_CACHE_ENTRIES,
                 MAX_STATE_CACHE_BYTES,
@@ -468,12 +484,8 @@ impl Storage {
     fn init_genesis(&self, genesis: &Genesis) -> Result<(), StorageError> {
         let given = genesis.hash();
         match self.meta()? {
-            // The genesis state is never empty, so its tree has a root.
             Some(meta) if meta.genesis_hash == given => {
-                if self.node(NodePos::ROOT)?.is_none() {
-                    return Err(StorageError::NoStateTree);
-                }
-                return Ok(());
+                return self.load_tree_top(genesis, meta.latest_height);
             }
             Some(meta) => {
                 return Err(StorageError::GenesisMismatch {
@@ -487,7 +499,8 @@ impl Storage {
         let state_cf = self.cf(STATE_CF)?;
         let initial = genesis.initial_state()?;
         let tree = smt::update(self, initial.iter().map(|(k, v)| (&k[..], Some(&v[..]))))?;
-        self.put_tree(&mut batch, &tree.writes)?;
+        let mut top = self.write_top();
+        self.put_tree(&mut batch, &top, &tree.writes)?;
         let initial_changes: Changes = initial.into_iter().map(|(k, v)| (k, Some(v))).collect();
         for (key, value) in &initial_changes {
             if let Some(value) = value {
@@ -500,8 +513,68 @@ impl Storage {
         };
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
         self.write_synced(batch)?;
-        self.applied(&initial_changes, &tree.writes);
+        self.applied(&initial_changes);
+        top.apply(&tree.writes, Height::GENESIS);
         Ok(())
+    }
+
+    /// Rebuilds the state tree's top from the stored nodes ([`TreeTop::rebuild`]) and
+    /// checks its root against the state root at `height`, the latest committed; then
+    /// deletes the top's inner nodes that earlier versions stored.
+    fn load_tree_top(&self, genesis: &Genesis, height: Height) -> Result<(), StorageError> {
+        let rebuilt = TreeTop::rebuild(stored_top(&self.db)?, height)?;
+        // The genesis state is never empty, so its tree has a root.
+        if rebuilt.top.root().is_none() {
+            return Err(StorageError::NoStateTree);
+        }
+        let expected = self.state_root_at(genesis, height)?;
+        if rebuilt.top.root_hash() != expected {
+            return Err(StorageError::TreeMismatch {
+                height,
+                rebuilt: rebuilt.top.root_hash(),
+                expected,
+            });
+        }
+        *self.write_top() = rebuilt.top;
+        if !rebuilt.stale.is_empty() {
+            let cf = self.cf(TREE_CF)?;
+            let mut batch = WriteBatch::default();
+            for pos in &rebuilt.stale {
+                batch.delete_cf(cf, pos.to_bytes());
+            }
+            self.write_synced(batch)?;
+            let nodes = rebuilt.stale.len();
+            tracing::info!(
+                nodes,
+                "deleted the stored inner nodes of the state tree's top"
+            );
+        }
+        Ok(())
+    }
+
+    /// The state root of the committed block at `height`, or of the genesis state.
+    fn state_root_at(&self, genesis: &Genesis, height: Height) -> Result<Hash, StorageError> {
+        if height == Height::GENESIS {
+            let initial = genesis.initial_state()?;
+            let entries = initial.iter().map(|(k, v)| (&k[..], Some(&v[..])));
+            return Ok(smt::update(&BTreeMap::new(), entries)?.root);
+        }
+        let header = self.get::<Headers>(&height)?;
+        Ok(header
+            .ok_or(StorageError::MissingHeader(height))?
+            .state_root)
+    }
+
+    /// The tree's top for reading. No write panics halfway through changing it
+    /// ([`TreeTop::apply`] cannot), so a poisoned lock still guards a whole top.
+    fn read_top(&self) -> RwLockReadGuard<'_, TreeTop> {
+        self.tree_top.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_top(&self) -> RwLockWriteGuard<'_, TreeTop> {
+        self.tree_top
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StorageError> {
@@ -625,6 +698,7 @@ impl Storage {
     /// durability is `Deferred`.
     pub fn commit_block(&self, commit: &BlockCommit<'_>) -> Result<(), StorageError> {
         let height = commit.block.header.height;
+        let mut top = self.write_top();
         let Some(mut meta) = self.meta()? else {
             return Err(StorageError::MissingTable(Meta::NAME));
         };
@@ -651,7 +725,7 @@ impl Storage {
                 None => batch.delete_cf(state_cf, key),
             }
         }
-        self.put_tree(&mut batch, commit.state_nodes)?;
+        self.put_tree(&mut batch, &top, commit.state_nodes)?;
         if let Some(set) = commit.next_validators {
             self.put::<SetChanges>(&mut batch, &height, set)?;
         }
@@ -662,15 +736,13 @@ impl Storage {
         }
         meta.latest_height = height;
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
-        // Other threads (the API, admission) read state while the batch is written. The
-        // tree is read through this handle only by the committing thread (state_update:
-        // the consensus thread, or the catch-up writer while the consensus thread leaves
-        // the tree alone): its cache needs no forgetting.
+        // Other threads (the API, admission) read state while the batch is written.
         self.state_cache.forget(commit.changes.keys());
         self.last_commit_bytes
             .store(batch.size_in_bytes(), Ordering::Relaxed);
         self.write(batch, commit.durability)?;
-        self.applied(commit.changes, commit.state_nodes);
+        self.applied(commit.changes);
+        top.apply(commit.state_nodes, height);
         self.lock_logged().retain(|logged, _| *logged > height);
         Ok(())
     }
@@ -704,15 +776,10 @@ impl Storage {
         Ok(logged)
     }
 
-    /// Brings the caches up to state and tree writes that are now durable.
-    fn applied(&self, changes: &Changes, nodes: &NodeWrites) {
+    /// Brings the state cache up to state writes that are now durable.
+    fn applied(&self, changes: &Changes) {
         self.state_cache
             .apply(changes.iter().map(|(k, v)| (k.clone(), v.clone())));
-        self.tree_cache.apply(
-            nodes
-                .iter()
-                .filter_map(|(pos, node)| Some((tree_slot(*pos)?, *node))),
-        );
     }
 
     /// Makes messages this validator signed durable (WAL synced) before they are sent:
@@ -790,12 +857,20 @@ impl Storage {
         Ok(smt::update(self, changes)?)
     }
 
-    fn put_tree(&self, batch: &mut WriteBatch, writes: &NodeWrites) -> Result<(), StorageError> {
+    /// Adds what the database keeps of tree `writes` ([`TreeTop::stored`]) to `batch`;
+    /// `top` is the committed one, the writes not yet applied to it.
+    fn put_tree(
+        &self,
+        batch: &mut WriteBatch,
+        top: &TreeTop,
+        writes: &NodeWrites,
+    ) -> Result<(), StorageError> {
         let cf = self.cf(TREE_CF)?;
         for (pos, node) in writes {
-            match node {
-                Some(node) => batch.put_cf(cf, pos.to_bytes(), node.to_bytes()),
-                None => batch.delete_cf(cf, pos.to_bytes()),
+            match top.stored(*pos, *node) {
+                Stored::Put(node) => batch.put_cf(cf, pos.to_bytes(), node.to_bytes()),
+                Stored::Delete => batch.delete_cf(cf, pos.to_bytes()),
+                Stored::Nothing => {}
             }
         }
         Ok(())
@@ -826,17 +901,23 @@ impl Storage {
 
     /// A consistent read of the latest committed block and the state at it.
     pub fn snapshot(&self) -> StateSnapshot<'_> {
+        // A commit changes the database only while it holds the top for writing.
+        let top = self.read_top();
         StateSnapshot {
             storage: self,
             snapshot: self.db.snapshot(),
+            height: top.height(),
         }
     }
 }
 
-/// The committed state at one instant: reads through it ignore later commits.
+/// The committed state at one instant: reads through it ignore later commits. The tree's
+/// top is in memory, at the latest height only: a proof once a block was committed after
+/// the snapshot fails with [`StorageError::StateMoved`].
 pub struct StateSnapshot<'a> {
     storage: &'a Storage,
     snapshot: rocksdb::Snapshot<'a>,
+    height: Height,
 }
 
 impl std::fmt::Debug for StateSnapshot<'_> {
@@ -850,15 +931,9 @@ impl StateSnapshot<'_> {
         Ok(self.snapshot.get_cf(self.storage.cf(cf)?, key)?)
     }
 
-    pub fn latest_height(&self) -> Result<Height, StorageError> {
-        let Some(bytes) = self.get_raw(Meta::NAME, &MetaKey::Chain.key_bytes())? else {
-            return Ok(Height::GENESIS);
-        };
-        let meta: ChainMeta = codec::decode(&bytes).map_err(|source| StorageError::Corrupt {
-            table: Meta::NAME,
-            source,
-        })?;
-        Ok(meta.latest_height)
+    /// The height of the latest committed block when the snapshot was taken.
+    pub fn height(&self) -> Height {
+        self.height
     }
 
     /// State keys starting with `prefix`, at most `limit`, in key order.
@@ -880,16 +955,38 @@ impl StateSnapshot<'_> {
         Ok(keys)
     }
 
-    /// A state entry's value and its proof against the state root of the latest block.
+    /// A state entry's value and its proof against the state root of the snapshot's
+    /// block, while no later block is committed.
     pub fn prove(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, smt::StateProof), StorageError> {
         let value = self.get_raw(STATE_CF, key)?;
-        Ok((value, smt::prove(self, key)?))
+        let top = self.storage.read_top();
+        if top.height() != self.height {
+            return Err(StorageError::StateMoved {
+                read: self.height,
+                now: top.height(),
+            });
+        }
+        let tree = SnapshotTree {
+            top: &top,
+            snapshot: self,
+        };
+        Ok((value, smt::prove(&tree, key)?))
     }
 }
 
-impl NodeStore for StateSnapshot<'_> {
+/// The tree at a snapshot: the top (at the snapshot's height) and the stored nodes.
+struct SnapshotTree<'s, 'a> {
+    top: &'s TreeTop,
+    snapshot: &'s StateSnapshot<'a>,
+}
+
+impl NodeStore for SnapshotTree<'_, '_> {
     fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
+        if let Some(slot) = TreeTop::slot(pos) {
+            return Ok(self.top.node(slot));
+        }
         let bytes = self
+            .snapshot
             .get_raw(TREE_CF, pos.to_bytes().as_ref())
             .map_err(|e| SmtError::Storage(e.to_string()))?;
         bytes.map(|b| Node::from_bytes(&b)).transpose()
@@ -898,16 +995,10 @@ impl NodeStore for StateSnapshot<'_> {
 
 impl NodeStore for Storage {
     fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
-        let Some(slot) = tree_slot(pos) else {
-            return self.stored_node(pos);
-        };
-        let ticket = match self.tree_cache.get(slot) {
-            Ok(node) => return Ok(node),
-            Err(ticket) => ticket,
-        };
-        let node = self.stored_node(pos)?;
-        self.tree_cache.fill(ticket, slot, node);
-        Ok(node)
+        match TreeTop::slot(pos) {
+            Some(slot) => Ok(self.read_top().node(slot)),
+            None => self.stored_node(pos),
+        }
     }
 }
 
@@ -1040,6 +1131,128 @@ mod tests {
             .map(|k| StateView::get(&cold, k).unwrap())
             .collect();
         assert_eq!(warm_state, cold_state);
+    }
+
+    /// A chain of `blocks` blocks of 40 new accounts each, on the hub's key (seed 1).
+    fn chain_of_accounts(dir: &Path, genesis: &Genesis, blocks: u64) -> crate::testing::TestChain {
+        use crate::testing::{TestChain, create_account_tx};
+        use bidchain_runtime::crypto::Keypair;
+        use bidchain_runtime::time::Timestamp;
+        use bidchain_runtime::tx::Role;
+
+        let hub = Keypair::from_seed_for_tests(1);
+        let chain = TestChain::open(dir, genesis.clone(), hub.clone()).unwrap();
+        for block in 1..=blocks {
+            let txs = (0..40)
+                .map(|i| {
+                    let new = Keypair::from_seed_for_tests(1_000 * block + i);
+                    create_account_tx(&hub, (block - 1) * 40 + i, &new, Role::Bidder)
+                })
+                .collect();
+            let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + block * 1_000);
+            chain.commit(txs, time).unwrap();
+        }
+        chain
+    }
+
+    fn latest_state_root(storage: &Storage) -> Hash {
+        let height = storage.latest_height().unwrap();
+        storage.get::<Headers>(&height).unwrap().unwrap().state_root
+    }
+
+    /// The tree's top is in memory at the latest height only: a proof from a snapshot taken
+    /// before a commit is refused, one taken after proves against the new root.
+    #[test]
+    fn a_snapshot_proves_until_the_next_commit() {
+        use bidchain_runtime::crypto::Keypair;
+        use bidchain_runtime::time::Timestamp;
+
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = crate::testing::genesis_for(&[1], &[]);
+        let chain = chain_of_accounts(dir.path(), &genesis, 2);
+        let storage = chain.chain.storage();
+        let key = every_state_key(storage).pop().unwrap();
+        let before = storage.snapshot();
+        let (value, proof) = before.prove(&key).unwrap();
+        proof
+            .verify(&latest_state_root(storage), &key, value.as_deref())
+            .unwrap();
+        let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + 3_000);
+        let tx = crate::testing::create_account_tx(
+            &Keypair::from_seed_for_tests(1),
+            80,
+            &Keypair::from_seed_for_tests(99),
+            bidchain_runtime::tx::Role::Bidder,
+        );
+        chain.commit(vec![tx], time).unwrap();
+        let moved = before.prove(&key).unwrap_err();
+        assert!(matches!(
+            moved,
+            StorageError::StateMoved {
+                read: Height(2),
+                now: Height(3)
+            }
+        ));
+        let (value, proof) = storage.snapshot().prove(&key).unwrap();
+        proof
+            .verify(&latest_state_root(storage), &key, value.as_deref())
+            .unwrap();
+    }
+
+    /// Earlier versions stored the top's inner nodes: they are deleted on open. A stored
+    /// leaf that is not the committed state's stops the open.
+    #[test]
+    fn the_tree_top_is_rebuilt_from_the_stored_leaves_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let genesis = crate::testing::genesis_for(&[1], &[]);
+        drop(chain_of_accounts(dir.path(), &genesis, 3));
+        let stored_in_top = |storage: &Storage| -> Vec<(NodePos, Node)> {
+            let stored = stored_top(&storage.db).unwrap().map(Result::unwrap);
+            stored
+                .filter(|(pos, _)| TreeTop::slot(*pos).is_some())
+                .collect()
+        };
+        let put_node = |storage: &Storage, pos: NodePos, node: Node| {
+            let cf = storage.cf(TREE_CF).unwrap();
+            let (key, value) = (pos.to_bytes(), node.to_bytes());
+            storage.db.put_cf(cf, key, value).unwrap();
+        };
+
+        let storage = Storage::open(dir.path(), &genesis).unwrap();
+        let in_top = stored_in_top(&storage);
+        assert!(
+            in_top
+                .iter()
+                .all(|(_, node)| matches!(node, Node::Leaf { .. }))
+        );
+        let stale = NodePos::ROOT.child(true).child(false);
+        put_node(&storage, stale, Node::Inner(Hash([7; 32])));
+        drop(storage);
+        let storage = Storage::open(dir.path(), &genesis).unwrap();
+        assert_eq!(
+            stored_in_top(&storage),
+            in_top,
+            "the stale inner node was kept"
+        );
+
+        let (pos, leaf) = in_top.first().copied().unwrap();
+        let Node::Leaf { key, .. } = leaf else {
+            unreachable!("only leaves are stored in the top");
+        };
+        let value = Hash([9; 32]);
+        put_node(&storage, pos, Node::Leaf { key, value });
+        drop(storage);
+        let refused = Storage::open(dir.path(), &genesis).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                StorageError::TreeMismatch {
+                    height: Height(3),
+                    ..
+                }
+            ),
+            "{refused}"
+        );
     }
 
     /// What a validator logged at a height is deleted when the height is committed, and

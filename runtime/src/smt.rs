@@ -44,7 +44,8 @@ impl NodePos {
         prefix: [0; 32],
     };
 
-    fn child(self, right: bool) -> NodePos {
+    /// The left or right child position.
+    pub fn child(self, right: bool) -> NodePos {
         let mut prefix = self.prefix;
         if right {
             set_bit(&mut prefix, usize::from(self.depth));
@@ -84,6 +85,29 @@ impl NodePos {
         out.push(&self.depth.to_be_bytes());
         out.push(&self.prefix[..used]);
         out
+    }
+
+    /// The position [`NodePos::to_bytes`] wrote: refused unless it is exactly that
+    /// encoding (a depth of at most [`KEY_BITS`], its prefix bytes, no bit set past it).
+    pub fn from_bytes(bytes: &[u8]) -> Result<NodePos, SmtError> {
+        let corrupt = || SmtError::BadPosition(bytes.len());
+        let (depth, rest) = bytes.split_first_chunk::<2>().ok_or_else(corrupt)?;
+        let depth = u16::from_be_bytes(*depth);
+        if usize::from(depth) > KEY_BITS || rest.len() != usize::from(depth).div_ceil(8) {
+            return Err(corrupt());
+        }
+        let mut pos = NodePos {
+            depth,
+            prefix: [0; 32],
+        };
+        pos.prefix[..rest.len()].copy_from_slice(rest);
+        // The last byte's bits past the depth (none when the depth is whole bytes).
+        let past_depth = 0xff_u8 >> (depth % 8);
+        let last = rest.last().copied().unwrap_or(0);
+        if depth % 8 != 0 && last & past_depth != 0 {
+            return Err(corrupt());
+        }
+        Ok(pos)
     }
 }
 
@@ -201,6 +225,8 @@ pub enum SmtError {
     Storage(String),
     #[error("stored tree node of {0} bytes is corrupt")]
     BadNode(usize),
+    #[error("stored tree position of {0} bytes is corrupt")]
+    BadPosition(usize),
     #[error("tree path runs deeper than {KEY_BITS} levels: the stored tree is corrupt")]
     TooDeep,
     #[error("the proof shows the key is absent, but a value was claimed")]
@@ -591,6 +617,14 @@ mod tests {
         full.extend([0xff; 32]);
         assert_eq!(bottom.to_bytes().as_ref(), &full[..]);
         assert_eq!(full.len(), POS_BYTES);
+        for pos in [NodePos::ROOT, deep, bottom] {
+            assert_eq!(NodePos::from_bytes(pos.to_bytes().as_ref()), Ok(pos));
+        }
+        // A bit past the depth, a missing or extra prefix byte, a depth past the keys.
+        for bad in [&[0, 3, 0b1011_0000][..], &[0, 3], &[0, 3, 0, 0], &[1, 1]] {
+            let refused = Err(SmtError::BadPosition(bad.len()));
+            assert_eq!(NodePos::from_bytes(bad), refused, "{bad:?}");
+        }
     }
 
     #[test]
