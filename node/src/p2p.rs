@@ -561,8 +561,7 @@ impl NetworkTask {
     fn relay_txs(&mut self) {
         let mut batch = Vec::new();
         let mut bytes = 0;
-        for tx in self.shared.take_outbound_txs(MAX_TX_RELAY_PER_TICK) {
-            let len = tx.encode().len();
+        for (tx, len) in self.shared.take_outbound_txs(MAX_TX_RELAY_PER_TICK) {
             if bytes + len > MAX_TX_BATCH_BYTES && !batch.is_empty() {
                 self.broadcast(NetMessage::Txs(std::mem::take(&mut batch)));
                 bytes = 0;

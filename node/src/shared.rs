@@ -30,7 +30,8 @@ pub struct Shared {
     /// A non-voting observer, not a validator.
     pub observer: bool,
     mempool: Mutex<Mempool>,
-    outbound_txs: Mutex<VecDeque<SignedTransaction>>,
+    /// With their encoded lengths, which the relay's batches are bounded by.
+    outbound_txs: Mutex<VecDeque<(SignedTransaction, usize)>>,
     pub metrics: Metrics,
     /// Proof bundles being built at once (each reads a block's receipts on a blocking
     /// thread): at most [`MAX_CONCURRENT_PROOFS`].
@@ -103,7 +104,7 @@ impl Shared {
         encoded_len: usize,
         source: TxSource,
     ) -> Result<TxHash, AdmitError> {
-        let gossip = (source == TxSource::Client).then(|| tx.clone());
+        let gossip = (source == TxSource::Client).then(|| (tx.clone(), encoded_len));
         let hash = self.mempool().admit_verified(
             &self.chain.storage().without_filling(),
             tx,
@@ -111,13 +112,13 @@ impl Shared {
             Instant::now(),
         )?;
         self.metrics.txs_admitted.fetch_add(1, Ordering::Relaxed);
-        if let Some(tx) = gossip {
+        if let Some(relayed) = gossip {
             let mut queue = self
                 .outbound_txs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             if queue.len() < MAX_OUTBOUND_TXS {
-                queue.push_back(tx);
+                queue.push_back(relayed);
             }
         }
         Ok(hash)
@@ -155,8 +156,8 @@ impl Shared {
         }
     }
 
-    /// Takes up to `max` transactions waiting to be gossiped.
-    pub fn take_outbound_txs(&self, max: usize) -> Vec<SignedTransaction> {
+    /// Takes up to `max` transactions waiting to be gossiped, with their encoded lengths.
+    pub fn take_outbound_txs(&self, max: usize) -> Vec<(SignedTransaction, usize)> {
         let mut queue = self
             .outbound_txs
             .lock()
