@@ -338,8 +338,9 @@ fn commit_batch_capacity(last_bytes: usize) -> usize {
         .min(MAX_COMMIT_BATCH_HINT_BYTES)
 }
 
-/// The tree's memtable. A block writes about ten tree nodes per changed key, and inserting
-/// them into the skip list was most of a commit. A smaller memtable is a shallower skip
+/// The tree's memtable. A block wrote about ten tree nodes per changed key (one, a leaf,
+/// since the top is kept in memory: [`TreeTop`]), and inserting them into the skip list
+/// was most of a commit. A smaller memtable is a shallower skip
 /// list (flushed about once a second at 2,000 tx/s, the flush costing less than the
 /// searches saved); the hint lets each insert start where the last one at the same depth
 /// (the key's first 2 bytes) ended, as a batch's nodes come sorted.
@@ -351,6 +352,16 @@ fn tree_options(base: &mut Options) -> Result<Options, StorageError> {
     let mut opts = base.get_options_from_string(TREE_INSERT_HINT)?;
     opts.set_write_buffer_size(TREE_WRITE_BUFFER_BYTES);
     Ok(opts)
+}
+
+/// State entries and receipts come in key order within a block's batch (receipts are
+/// sorted for it): each insert starts where the last one of its first byte ended, not at
+/// the skip list's top. A validator's memtable inserts, of every table, went from 11 %
+/// to 7.5 % of its samples at 5,000 bid tx/s (one profile each).
+const SORTED_INSERT_HINT: &str = "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.1";
+
+fn sorted_insert_options(base: &mut Options) -> Result<Options, StorageError> {
+    Ok(base.get_options_from_string(SORTED_INSERT_HINT)?)
 }
 
 /// The height a [`ConsensusLog`] or [`SignedBlocks`] key starts with.
@@ -430,8 +441,13 @@ impl Storage {
         opts.set_bottommost_compression_type(rocksdb::DBCompressionType::Zstd);
         opts.set_keep_log_file_num(4);
         let tree_opts = tree_options(&mut opts)?;
+        let sorted_opts = sorted_insert_options(&mut opts)?;
         let cfs = ALL_CFS.iter().map(|name| {
-            let cf_opts = if *name == TREE_CF { &tree_opts } else { &opts };
+            let cf_opts = match *name {
+                TREE_CF => &tree_opts,
+                STATE_CF | Receipts::NAME => &sorted_opts,
+                _ => &opts,
+            };
             ColumnFamilyDescriptor::new(*name, cf_opts.clone())
         });
         let earlier = RETIRED_CFS.iter().chain([&LEGACY_RECEIPTS_CF]);
@@ -714,7 +730,9 @@ impl Storage {
         let body = BlockBodyRef::of(commit.block);
         self.put_as::<Bodies>(&mut batch, &height, &body)?;
         self.put::<Commits>(&mut batch, &height, commit.certificate)?;
-        for receipt in commit.receipts {
+        let mut receipts: Vec<&Receipt> = commit.receipts.iter().collect();
+        receipts.sort_unstable_by_key(|receipt| receipt.tx_hash);
+        for receipt in receipts {
             let stored = StoredReceiptRef::of(receipt);
             self.put_as::<Receipts>(&mut batch, &receipt.tx_hash, &stored)?;
         }
