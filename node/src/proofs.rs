@@ -76,8 +76,8 @@ pub fn seed_bundle(chain: &Chain, height: Height) -> Result<Bundle, ProofError> 
     anchored(chain, height, claim)
 }
 
-/// How many times [`state_bundle`] starts over when blocks are committed while it reads.
-/// A bundle takes about a millisecond to read, and blocks come a few a second at most.
+/// How many times [`state_bundle`] starts over when a block is committed between its
+/// snapshot and its proofs (which are read at once, [`StateSnapshot::prove_all`]).
 const MAX_STATE_BUNDLE_ATTEMPTS: usize = 4;
 
 /// The bundle proving the values of state `keys` (present or absent) after the latest
@@ -128,10 +128,13 @@ fn prove_entries(
     snapshot: &StateSnapshot<'_>,
     keys: &[Vec<u8>],
 ) -> Result<BoundedVec<StateEntry, MAX_BUNDLE_ENTRIES>, ProofError> {
+    // Before the proofs, which hold back commits while they are read.
+    if keys.len() > MAX_BUNDLE_ENTRIES {
+        return Err(ProofError::TooManyEntries(keys.len()));
+    }
     let too_large = |key: &[u8]| ProofError::EntryTooLarge(hex::encode(key));
     let mut entries = Vec::with_capacity(keys.len());
-    for key in keys {
-        let (value, proof) = snapshot.prove(key)?;
+    for (key, (value, proof)) in keys.iter().zip(snapshot.prove_all(keys)?) {
         let value = value
             .map(BoundedBytes::new)
             .transpose()

@@ -529,8 +529,9 @@ impl Storage {
         };
         self.put::<Meta>(&mut batch, &MetaKey::Chain, &meta)?;
         self.write_synced(batch)?;
-        self.applied(&initial_changes);
         top.apply(&tree.writes, Height::GENESIS);
+        drop(top);
+        self.applied(&initial_changes);
         Ok(())
     }
 
@@ -581,8 +582,9 @@ impl Storage {
             .state_root)
     }
 
-    /// The tree's top for reading. No write panics halfway through changing it
-    /// ([`TreeTop::apply`] cannot), so a poisoned lock still guards a whole top.
+    /// The tree's top for reading. A writer changes it only in [`TreeTop::apply`], which
+    /// cannot panic, right after its database write: a poisoned lock still guards a top
+    /// at the database's height.
     fn read_top(&self) -> RwLockReadGuard<'_, TreeTop> {
         self.tree_top.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -759,8 +761,9 @@ impl Storage {
         self.last_commit_bytes
             .store(batch.size_in_bytes(), Ordering::Relaxed);
         self.write(batch, commit.durability)?;
-        self.applied(commit.changes);
         top.apply(commit.state_nodes, height);
+        drop(top);
+        self.applied(commit.changes);
         self.lock_logged().retain(|logged, _| *logged > height);
         Ok(())
     }
@@ -976,7 +979,18 @@ impl StateSnapshot<'_> {
     /// A state entry's value and its proof against the state root of the snapshot's
     /// block, while no later block is committed.
     pub fn prove(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, smt::StateProof), StorageError> {
-        let value = self.get_raw(STATE_CF, key)?;
+        self.prove_in(&*self.top()?, key)
+    }
+
+    /// [`StateSnapshot::prove`] for each of `keys`, all read while one commit waits at
+    /// most (a catching-up node commits blocks back to back).
+    pub fn prove_all(&self, keys: &[Vec<u8>]) -> Result<Vec<Proven>, StorageError> {
+        let top = self.top()?;
+        keys.iter().map(|key| self.prove_in(&top, key)).collect()
+    }
+
+    /// The tree's top, if it is still at the snapshot's height.
+    fn top(&self) -> Result<RwLockReadGuard<'_, TreeTop>, StorageError> {
         let top = self.storage.read_top();
         if top.height() != self.height {
             return Err(StorageError::StateMoved {
@@ -984,13 +998,21 @@ impl StateSnapshot<'_> {
                 now: top.height(),
             });
         }
+        Ok(top)
+    }
+
+    fn prove_in(&self, top: &TreeTop, key: &[u8]) -> Result<Proven, StorageError> {
+        let value = self.get_raw(STATE_CF, key)?;
         let tree = SnapshotTree {
-            top: &top,
+            top,
             snapshot: self,
         };
         Ok((value, smt::prove(&tree, key)?))
     }
 }
+
+/// A state entry's value (none: absent) and its proof.
+pub type Proven = (Option<Vec<u8>>, smt::StateProof);
 
 /// The tree at a snapshot: the top (at the snapshot's height) and the stored nodes.
 struct SnapshotTree<'s, 'a> {
@@ -1211,10 +1233,15 @@ mod tests {
                 now: Height(3)
             }
         ));
-        let (value, proof) = storage.snapshot().prove(&key).unwrap();
-        proof
-            .verify(&latest_state_root(storage), &key, value.as_deref())
-            .unwrap();
+        assert!(before.prove_all(&[key]).is_err());
+        let keys = every_state_key(storage);
+        let proven = storage.snapshot().prove_all(&keys).unwrap();
+        assert_eq!(proven.len(), keys.len());
+        for (key, (value, proof)) in keys.iter().zip(proven) {
+            proof
+                .verify(&latest_state_root(storage), key, value.as_deref())
+                .unwrap();
+        }
     }
 
     /// Earlier versions stored the top's inner nodes: they are deleted on open. A stored
