@@ -514,10 +514,10 @@ impl Storage {
         let mut batch = WriteBatch::default();
         let state_cf = self.cf(STATE_CF)?;
         let initial = genesis.initial_state()?;
-        let tree = smt::update(self, initial.iter().map(|(k, v)| (&k[..], Some(&v[..]))))?;
+        let initial_changes: Changes = initial.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        let tree = self.state_update(&initial_changes)?;
         let mut top = self.write_top();
         self.put_tree(&mut batch, &top, &tree.writes)?;
-        let initial_changes: Changes = initial.into_iter().map(|(k, v)| (k, Some(v))).collect();
         for (key, value) in &initial_changes {
             if let Some(value) = value {
                 batch.put_cf(state_cf, key, value);
@@ -875,7 +875,13 @@ impl Storage {
     /// node writes to commit with them.
     pub fn state_update(&self, changes: &Changes) -> Result<TreeUpdate, StorageError> {
         let changes = changes.iter().map(|(k, v)| (&k[..], v.as_deref()));
-        Ok(smt::update(self, changes)?)
+        // One hold of the top for the whole update (both its threads), not one per read.
+        let top = self.read_top();
+        let tree = CommittedTree {
+            top: &top,
+            storage: self,
+        };
+        Ok(smt::update(&tree, changes)?)
     }
 
     /// Adds what the database keeps of tree `writes` ([`TreeTop::stored`]) to `batch`;
@@ -1033,11 +1039,17 @@ impl NodeStore for SnapshotTree<'_, '_> {
     }
 }
 
-impl NodeStore for Storage {
+/// The committed tree: the top and the stored nodes.
+struct CommittedTree<'a> {
+    top: &'a TreeTop,
+    storage: &'a Storage,
+}
+
+impl NodeStore for CommittedTree<'_> {
     fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
         match TreeTop::slot(pos) {
-            Some(slot) => Ok(self.read_top().node(slot)),
-            None => self.stored_node(pos),
+            Some(slot) => Ok(self.top.node(slot)),
+            None => self.storage.stored_node(pos),
         }
     }
 }
