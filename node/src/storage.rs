@@ -877,9 +877,9 @@ impl Storage {
         let changes = changes.iter().map(|(k, v)| (&k[..], v.as_deref()));
         // One hold of the top for the whole update (both its threads), not one per read.
         let top = self.read_top();
-        let tree = CommittedTree {
+        let tree = TreeView {
             top: &top,
-            storage: self,
+            below: |pos| self.stored_node(pos),
         };
         Ok(smt::update(&tree, changes)?)
     }
@@ -984,7 +984,7 @@ impl StateSnapshot<'_> {
 
     /// A state entry's value and its proof against the state root of the snapshot's
     /// block, while no later block is committed.
-    pub fn prove(&self, key: &[u8]) -> Result<(Option<Vec<u8>>, smt::StateProof), StorageError> {
+    pub fn prove(&self, key: &[u8]) -> Result<Proven, StorageError> {
         self.prove_in(&*self.top()?, key)
     }
 
@@ -1009,47 +1009,39 @@ impl StateSnapshot<'_> {
 
     fn prove_in(&self, top: &TreeTop, key: &[u8]) -> Result<Proven, StorageError> {
         let value = self.get_raw(STATE_CF, key)?;
-        let tree = SnapshotTree {
+        let tree = TreeView {
             top,
-            snapshot: self,
+            below: |pos| self.stored_node(pos),
         };
         Ok((value, smt::prove(&tree, key)?))
     }
-}
 
-/// A state entry's value (none: absent) and its proof.
-pub type Proven = (Option<Vec<u8>>, smt::StateProof);
-
-/// The tree at a snapshot: the top (at the snapshot's height) and the stored nodes.
-struct SnapshotTree<'s, 'a> {
-    top: &'s TreeTop,
-    snapshot: &'s StateSnapshot<'a>,
-}
-
-impl NodeStore for SnapshotTree<'_, '_> {
-    fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
-        if let Some(slot) = TreeTop::slot(pos) {
-            return Ok(self.top.node(slot));
-        }
+    fn stored_node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
         let bytes = self
-            .snapshot
             .get_raw(TREE_CF, pos.to_bytes().as_ref())
             .map_err(|e| SmtError::Storage(e.to_string()))?;
         bytes.map(|b| Node::from_bytes(&b)).transpose()
     }
 }
 
-/// The committed tree: the top and the stored nodes.
-struct CommittedTree<'a> {
+/// A state entry's value (none: absent) and its proof.
+pub type Proven = (Option<Vec<u8>>, smt::StateProof);
+
+/// The tree as `smt` reads it: the top from memory, the stored nodes below it through
+/// `below` (the live database, or a snapshot at the top's height).
+struct TreeView<'a, F> {
     top: &'a TreeTop,
-    storage: &'a Storage,
+    below: F,
 }
 
-impl NodeStore for CommittedTree<'_> {
+impl<F> NodeStore for TreeView<'_, F>
+where
+    F: Fn(NodePos) -> Result<Option<Node>, SmtError>,
+{
     fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
         match TreeTop::slot(pos) {
             Some(slot) => Ok(self.top.node(slot)),
-            None => self.storage.stored_node(pos),
+            None => (self.below)(pos),
         }
     }
 }
