@@ -56,11 +56,17 @@ pub enum ChainError {
 }
 
 impl ChainError {
-    /// This node's storage or state failed: not a fault of the block or of its sender.
+    /// This node's storage, state or contract host failed: not a fault of the block or of
+    /// its sender. Such a block must not be voted against (another validator may run it),
+    /// so the node stops instead of calling it invalid. A contract host failure cannot come
+    /// from a transaction: contracts are fixed by genesis and their inputs bounded.
     pub fn is_local(&self) -> bool {
         matches!(
             self,
-            ChainError::Storage(_) | ChainError::State(_) | ChainError::NoValidatorSet
+            ChainError::Storage(_)
+                | ChainError::State(_)
+                | ChainError::NoValidatorSet
+                | ChainError::Exec(ExecError::State(_) | ExecError::ContractHost { .. })
         )
     }
 }
@@ -542,6 +548,43 @@ mod tests {
             ),
             "{refused}"
         );
+    }
+
+    /// A block that this node cannot execute because its own state is unreadable is a
+    /// local failure, on which the node stops, not a block to vote against: the other
+    /// validators execute it.
+    #[test]
+    fn a_block_this_node_cannot_execute_is_a_local_failure() {
+        let (good, bad) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (proposer, genesis, hub) = hub_chain(good.path());
+        let (verifier, _, _) = hub_chain(bad.path());
+        let tx = create_account_tx(&hub, 0, &Keypair::from_seed_for_tests(100), Role::Bidder);
+        let time = Timestamp::from_millis(genesis.genesis_time.as_millis() + 1_000);
+        let proposal = proposer
+            .chain
+            .build_proposal(vec![tx], time, hub.public())
+            .unwrap();
+        let block = proposal.block;
+        assert!(
+            verifier
+                .chain
+                .verify_proposal(block.clone(), |_| false)
+                .is_ok()
+        );
+        let sender = StateKey::Account(AccountId::of(&hub.public())).to_bytes();
+        verifier
+            .chain
+            .storage()
+            .corrupt_state_for_tests(&sender, b"not an account");
+        let failed = verifier
+            .chain
+            .verify_proposal(block, |_| false)
+            .unwrap_err();
+        assert!(
+            matches!(failed, ChainError::Exec(ExecError::State(_))),
+            "{failed}"
+        );
+        assert!(failed.is_local(), "{failed}");
     }
 
     /// A checked certificate commits the block it was checked for and no other, even one

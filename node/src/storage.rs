@@ -768,6 +768,15 @@ impl Storage {
         Ok(())
     }
 
+    /// Overwrites a state entry in place, as a failing disk might: for tests of what a
+    /// node does when its own state is unreadable.
+    #[cfg(test)]
+    pub(crate) fn corrupt_state_for_tests(&self, key: &[u8], value: &[u8]) {
+        let state_cf = self.cf(STATE_CF).unwrap();
+        self.db.put_cf(state_cf, key, value).unwrap();
+        self.state_cache.forget([key]);
+    }
+
     fn lock_logged(&self) -> std::sync::MutexGuard<'_, LoggedKeys> {
         // The map is changed only after the write it mirrors: a panic cannot leave it
         // half-updated.

@@ -272,7 +272,8 @@ struct BlockCtx<'a> {
 /// ([`verify_signatures`]): execution does not check them again, so a block's
 /// transactions that this node admitted itself cost no second check. `V: Clone +
 /// 'static` because a contract call owns its view of state for the call's duration (a
-/// clone of a handle, not of the data).
+/// clone of a handle, not of the data). `InvalidTx` is always the block's fault; `State`
+/// and `ContractHost` are this node's (its state or its contract host failed).
 pub fn execute_block<V: StateView + Clone + Send + 'static>(
     base: &V,
     contracts: &Contracts,
@@ -311,8 +312,13 @@ fn execute_tx<V: StateView + Clone + Send + 'static>(
     index: usize,
     stx: &SignedTransaction,
 ) -> Result<Receipt, ExecError> {
-    let mut sender = check_envelope(state, &ctx.env.chain_id, stx, None)
-        .map_err(|reason| ExecError::InvalidTx { index, reason })?;
+    let mut sender = check_envelope(state, &ctx.env.chain_id, stx, None).map_err(|reason| {
+        match reason {
+            // This node's state failed, not the transaction: the block is not invalid.
+            TxInvalid::State(err) => ExecError::State(err),
+            reason => ExecError::InvalidTx { index, reason },
+        }
+    })?;
     sender.nonce = sender.nonce.next();
     state.put(StateKey::Account(stx.tx.sender_id()), &sender);
 
