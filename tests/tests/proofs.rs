@@ -1,24 +1,32 @@
 //! Proof bundles checked from genesis alone: an archive record proven after a
 //! validator-set change, each kind of tampering refused with its own reason, a receipt
-//! bundle, and a bundle that still verifies once the node's database is closed.
+//! bundle, a bundle that still verifies once the node's database is closed, and bundles
+//! taken while blocks are committed.
 //! Bundles come from the node's own builder (`bidchain_node::proofs`) over RocksDB, and
 //! are checked by the CLI's code (`bidchain_cli::proof_cli`).
 
 // Test code: a failed unwrap or panic is a failed test, which is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use bidchain_cli::proof_cli::{FileCheck, FileTarget, trust_of};
 use bidchain_cli::trading::{self, contract_names as names};
 use bidchain_node::proofs;
-use bidchain_node::testing::{TEST_GENESIS_MS, TestChain, chain_id, genesis_for};
+use bidchain_node::testing::{
+    TEST_GENESIS_MS, TestChain, chain_id, create_account_tx, genesis_for,
+};
 use bidchain_runtime::BoundedString;
 use bidchain_runtime::block::CertificateError;
 use bidchain_runtime::bounded::{BoundedBytes, BoundedVec};
+use bidchain_runtime::codec;
 use bidchain_runtime::crypto::Keypair;
+use bidchain_runtime::ids::AccountId;
 use bidchain_runtime::ids::Nonce;
 use bidchain_runtime::proof::{Bundle, BundleError, Claim, Trust};
 use bidchain_runtime::smt::SmtError;
-use bidchain_runtime::state::contract_key;
+use bidchain_runtime::state::{Account, StateKey, contract_key};
 use bidchain_runtime::time::Timestamp;
 use bidchain_runtime::tx::{NativeCall, Payload, Role, SignedTransaction, Transaction};
 use bidchain_runtime::validator::{Validator, ValidatorSet};
@@ -355,4 +363,50 @@ fn receipt_bundle_proves_the_transaction_and_its_result() {
         proofs::receipt_bundle(&chain.chain, never_sent.hash()),
         Err(proofs::ProofError::TxNotCommitted(_))
     ));
+}
+
+/// State bundles taken while blocks are committed back to back each verify, and each
+/// proves the state of the block it names, never of a later one: a commit that overtakes
+/// a bundle's snapshot makes it start over (`StateMoved`), up to its bound of attempts.
+#[test]
+fn state_bundles_taken_while_blocks_commit_prove_their_own_block() {
+    const BLOCKS: u64 = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Keypair::from_seed_for_tests(1);
+    let genesis = genesis_for(&[1], &[]);
+    let trust = trust_of(&genesis).unwrap();
+    let chain = TestChain::open(dir.path(), genesis, hub.clone()).unwrap();
+    // One account created per block: after block h the hub's nonce is h.
+    let commit = |height: u64| {
+        let new = Keypair::from_seed_for_tests(1_000 + height);
+        let create = create_account_tx(&hub, height - 1, &new, Role::Bidder);
+        let time = Timestamp(TEST_GENESIS_MS + height * 100);
+        let receipts = chain.commit(vec![create], time).unwrap();
+        assert!(receipts[0].outcome.is_ok(), "{receipts:?}");
+    };
+    commit(1);
+    let hub_key = StateKey::Account(AccountId::of(&hub.public())).to_bytes();
+    let committing = AtomicBool::new(true);
+    let mut anchors = BTreeSet::new();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            (2..=BLOCKS).for_each(commit);
+            committing.store(false, Ordering::Release);
+        });
+        while committing.load(Ordering::Acquire) {
+            // Listing every account widens the window between snapshot and proofs.
+            let bundle = proofs::state_bundle(&chain.chain, &[hub_key.clone()], Some(b"a"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let verified = bundle.verify(&trust).unwrap_or_else(|e| panic!("{e}"));
+            let Claim::State { entries } = &bundle.claim else {
+                panic!("not a state bundle")
+            };
+            let value = entries[0].value.as_ref().expect("the hub has an account");
+            let account: Account = codec::decode(&value[..]).unwrap();
+            assert_eq!(account.nonce, Nonce(verified.height.0));
+            assert_eq!(entries.len(), (verified.height.0 as usize + 1).min(64));
+            anchors.insert(verified.height);
+        }
+    });
+    assert!(anchors.len() > 1, "bundles at {anchors:?} only");
 }
