@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::read_cache::ReadCache;
-use crate::tree_top::{FRONTIER_DEPTH, Stored, TreeTop};
+use crate::tree_top::{FRONTIER_DEPTH, Stored, TreeTop, TreeView};
 use bidchain_consensus::Message;
 use bidchain_genesis::Genesis;
 use bidchain_runtime::block::{Block, BlockHash, CommitCertificate, Header};
@@ -18,7 +18,7 @@ use bidchain_runtime::codec::{self, CodecError};
 use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::Height;
 use bidchain_runtime::receipt::{Event, MAX_EVENTS_PER_TX, Receipt, TxOutcome};
-use bidchain_runtime::smt::{self, Node, NodePos, NodeStore, NodeWrites, SmtError, TreeUpdate};
+use bidchain_runtime::smt::{self, Node, NodePos, NodeWrites, SmtError, TreeUpdate};
 use bidchain_runtime::state::{Changes, StateError, StateView};
 use bidchain_runtime::tx::{SignedTransaction, TxHash};
 use bidchain_runtime::validator::ValidatorSet;
@@ -1035,25 +1035,6 @@ impl StateSnapshot<'_> {
 
 /// A state entry's value (none: absent) and its proof.
 pub type Proven = (Option<Vec<u8>>, smt::StateProof);
-
-/// The tree as `smt` reads it: the top from memory, the stored nodes below it through
-/// `below` (the live database, or a snapshot at the top's height).
-struct TreeView<'a, F> {
-    top: &'a TreeTop,
-    below: F,
-}
-
-impl<F> NodeStore for TreeView<'_, F>
-where
-    F: Fn(NodePos) -> Result<Option<Node>, SmtError>,
-{
-    fn node(&self, pos: NodePos) -> Result<Option<Node>, SmtError> {
-        match TreeTop::slot(pos) {
-            Some(slot) => Ok(self.top.node(slot)),
-            None => (self.below)(pos),
-        }
-    }
-}
 
 impl Storage {
     pub fn without_filling(&self) -> NoFill<'_> {

@@ -144,6 +144,33 @@ impl TreeTop {
     }
 }
 
+/// The tree as `smt` reads it: the top from memory, the stored nodes below it through
+/// `below` (the live database, or a snapshot at the top's height).
+pub struct TreeView<'a, F> {
+    pub top: &'a TreeTop,
+    pub below: F,
+}
+
+impl<F> std::fmt::Debug for TreeView<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreeView")
+            .field("height", &self.top.height)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> smt::NodeStore for TreeView<'_, F>
+where
+    F: Fn(NodePos) -> Result<Option<Node>, smt::SmtError>,
+{
+    fn node(&self, pos: NodePos) -> Result<Option<Node>, smt::SmtError> {
+        match TreeTop::slot(pos) {
+            Some(slot) => Ok(self.top.node(slot)),
+            None => (self.below)(pos),
+        }
+    }
+}
+
 /// A frontier position's index in its level.
 fn frontier_index(pos: NodePos) -> Option<usize> {
     if pos.depth() != FRONTIER_DEPTH {
@@ -177,18 +204,6 @@ mod tests {
         }
     }
 
-    /// The tree as `smt` keeps it, top and database together.
-    struct Whole<'a>(&'a TreeTop, &'a BTreeMap<NodePos, Node>);
-
-    impl smt::NodeStore for Whole<'_> {
-        fn node(&self, pos: NodePos) -> Result<Option<Node>, smt::SmtError> {
-            match TreeTop::slot(pos) {
-                Some(slot) => Ok(self.0.node(slot)),
-                None => Ok(self.1.get(&pos).copied()),
-            }
-        }
-    }
-
     fn key(i: u32) -> Vec<u8> {
         format!("key-{i}").into_bytes()
     }
@@ -209,7 +224,11 @@ mod tests {
         for (height, (from, to, value)) in (1..).zip(rounds) {
             let changes: Vec<_> = (from..to).map(|i| (key(i), value)).collect();
             let changes = changes.iter().map(|(k, v)| (&k[..], *v));
-            let update = smt::update(&Whole(&top, &db), changes.clone()).unwrap();
+            let view = TreeView {
+                top: &top,
+                below: |pos| Ok(db.get(&pos).copied()),
+            };
+            let update = smt::update(&view, changes.clone()).unwrap();
             let reference = smt::update(&whole, changes).unwrap();
             assert_eq!(update, reference);
             for (pos, node) in &reference.writes {
