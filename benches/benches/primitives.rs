@@ -23,6 +23,7 @@ use bidchain_runtime::block::{BlockHash, CommitCertificate, CommitSig, precommit
 use bidchain_runtime::bounded::BoundedVec;
 use bidchain_runtime::contract::{CallContext, ContractEngine, ContractStorage};
 use bidchain_runtime::crypto::{Keypair, verify_batch};
+use bidchain_runtime::execute::verify_signatures;
 use bidchain_runtime::hash::Hash;
 use bidchain_runtime::ids::{Height, Nonce, Round};
 use bidchain_runtime::merkle;
@@ -72,6 +73,30 @@ fn tx_decode_verify(c: &mut Criterion) {
             verify_batch(&keys, &refs, &sigs).unwrap_or_else(|e| panic!("{e}"));
         })
     });
+    group.finish();
+}
+
+/// The node's batch check (`verify_signatures`) by batch size, each signature by its own
+/// signer as bidders' are: how much larger batches would save.
+fn signature_batch_sizes(c: &mut Criterion) {
+    const SIZES: [u64; 8] = [8, 16, 32, 64, 128, 256, 512, 1024];
+    let signed: Vec<SignedTransaction> = (0..SIZES[SIZES.len() - 1])
+        .map(|i| {
+            let signer = Keypair::from_seed_for_tests(20_000 + i);
+            let new = Keypair::from_seed_for_tests(30_000 + i);
+            create_account_tx(&signer, 0, &new, Role::Bidder)
+        })
+        .collect();
+    let mut group = c.benchmark_group("signature_batch");
+    for size in SIZES {
+        let batch = &signed[..usize::try_from(size).unwrap_or(usize::MAX)];
+        group.throughput(Throughput::Elements(size));
+        group.bench_function(format!("verify_{size}"), |b| {
+            b.iter(|| {
+                verify_signatures(black_box(batch), |_| false).unwrap_or_else(|e| panic!("{e}"))
+            })
+        });
+    }
     group.finish();
 }
 
@@ -377,6 +402,7 @@ fn block_of_bids(c: &mut Criterion) {
 criterion_group!(
     benches,
     tx_decode_verify,
+    signature_batch_sizes,
     merkle_proof,
     certificate,
     block_commit,
