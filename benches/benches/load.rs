@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use bidchain_benches::metric;
 use bidchain_cli::client::{Client, Refused, while_busy};
 use bidchain_cli::localnet::{Localnet, LocalnetSpec};
 use bidchain_cli::process::{NodeProcess, locate_bidchain};
@@ -545,17 +546,23 @@ fn kept_bytes(net: &Localnet, index: usize) -> u64 {
         .sum()
 }
 
-async fn committed_total(client: &Client) -> u64 {
+async fn metric_of(client: &Client, name: &str) -> u64 {
     let url = format!("{}/metrics", client.base());
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("bidchain_txs_committed_total")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
+    metric(&text, name)
+}
+
+async fn committed_total(client: &Client) -> u64 {
+    metric_of(client, "bidchain_txs_committed_total").await
+}
+
+/// Signatures each node has checked so far.
+async fn signatures_checked(clients: &[Client]) -> Vec<u64> {
+    let mut checked = Vec::with_capacity(clients.len());
+    for client in clients {
+        checked.push(metric_of(client, "bidchain_signatures_checked_total").await);
+    }
+    checked
 }
 
 /// Accounts, units and tenders the load needs, committed before it starts.
@@ -711,22 +718,20 @@ async fn run(settings: Settings) -> serde_json::Value {
     let window = {
         // The nodes, then this process (the load generator, which shares the cores).
         let watched: Vec<u32> = pids.iter().copied().chain([std::process::id()]).collect();
-        let (client, pids, warmup, seconds) = (
-            client.clone(),
-            watched,
-            settings.warmup_seconds,
-            settings.seconds,
-        );
+        let clients: Vec<Client> = nodes.iter().map(|n| n.client.clone()).collect();
+        let (pids, warmup, seconds) = (watched, settings.warmup_seconds, settings.seconds);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(warmup)).await;
-            let (c0, cpu0, t0) = (
-                committed_total(&client).await,
+            let (c0, sigs0, cpu0, t0) = (
+                committed_total(&clients[0]).await,
+                signatures_checked(&clients).await,
                 pids.iter().map(|p| cpu_ticks(*p)).collect::<Vec<_>>(),
                 Instant::now(),
             );
             tokio::time::sleep(Duration::from_secs(seconds)).await;
-            let (c1, cpu1, t1) = (
-                committed_total(&client).await,
+            let (c1, sigs1, cpu1, t1) = (
+                committed_total(&clients[0]).await,
+                signatures_checked(&clients).await,
                 pids.iter().map(|p| cpu_ticks(*p)).collect::<Vec<_>>(),
                 Instant::now(),
             );
@@ -736,11 +741,17 @@ async fn run(settings: Settings) -> serde_json::Value {
                 .zip(&cpu1)
                 .map(|(a, b)| (b - a) as f64 / secs)
                 .collect();
-            ((c1 - c0) as f64 / secs, cpu)
+            let committed = c1.saturating_sub(c0);
+            let sigs_per_tx: Vec<f64> = sigs0
+                .iter()
+                .zip(&sigs1)
+                .map(|(a, b)| b.saturating_sub(*a) as f64 / committed.max(1) as f64)
+                .collect();
+            (committed as f64 / secs, cpu, sigs_per_tx)
         })
     };
     let sent = send_load(&settings, &nodes, load).await;
-    let (committed_per_s, mut cpu_percent) = window.await.unwrap();
+    let (committed_per_s, mut cpu_percent, sigs_per_tx) = window.await.unwrap();
     let generator_cpu_percent = cpu_percent.pop().unwrap_or(0.0);
     // Let the tail commit, then measure latency of the samples.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -802,7 +813,7 @@ async fn run(settings: Settings) -> serde_json::Value {
         "load {} validators, {:?}, offered {} tx/s: committed {committed_per_s:.0} tx/s over {} s; \
          latency p50 {p50:.0} ms p90 {p90:.0} ms p99 {p99:.0} ms ({} samples, {uncommitted} not committed, rejected by the rules {rejected:?}); \
          admitted→commit p50 {admitted_p50:.0} ms p99 {admitted_p99:.0} ms; \
-         CPU per node {:?} % of a core (load generator {generator_cpu_percent:.0} %); peak RSS {:?} MiB; {bytes_per_tx:.0} bytes in the data dir per tx (write-ahead log included); refused {:?}, resent after `busy` {}",
+         CPU per node {:?} % of a core (load generator {generator_cpu_percent:.0} %); signature checks per committed tx {:?}; peak RSS {:?} MiB; {bytes_per_tx:.0} bytes in the data dir per tx (write-ahead log included); refused {:?}, resent after `busy` {}",
         settings.validators,
         settings.mix,
         settings.rate,
@@ -811,6 +822,10 @@ async fn run(settings: Settings) -> serde_json::Value {
         cpu_percent
             .iter()
             .map(|c| c.round() as u64)
+            .collect::<Vec<_>>(),
+        sigs_per_tx
+            .iter()
+            .map(|s| format!("{s:.2}"))
             .collect::<Vec<_>>(),
         peak_mib,
         sent.refused,
@@ -854,6 +869,7 @@ async fn run(settings: Settings) -> serde_json::Value {
         "samples_rejected": rejected,
         "cpu_percent_of_core_per_node": cpu_percent,
         "cpu_percent_of_core_load_generator": generator_cpu_percent,
+        "signature_checks_per_committed_tx_per_node": sigs_per_tx,
         "peak_rss_mib_per_node": peak_mib,
         "disk_bytes_per_node": disk,
         "disk_bytes_per_committed_tx": bytes_per_tx,

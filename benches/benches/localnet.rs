@@ -23,6 +23,7 @@
 
 use std::time::{Duration, Instant};
 
+use bidchain_benches::metric;
 use bidchain_cli::client::Client;
 use bidchain_cli::localnet::{Localnet, LocalnetSpec};
 use bidchain_cli::process::{NodeProcess, locate_bidchain};
@@ -215,12 +216,6 @@ async fn observer_catch_up(
 
 async fn reqwest_text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 async fn run() -> serde_json::Value {

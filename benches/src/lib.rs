@@ -44,3 +44,10 @@ pub fn write_result(name: &str, result: serde_json::Value) -> std::io::Result<St
     std::fs::write(&out, serde_json::to_string_pretty(&doc)?)?;
     Ok(out)
 }
+
+/// A counter or gauge from a node's `/metrics` text (Prometheus' format), 0 if absent.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}

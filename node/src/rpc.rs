@@ -485,7 +485,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Reply {
          # TYPE bidchain_txs_admitted_total counter\nbidchain_txs_admitted_total {}\n\
          # TYPE bidchain_txs_refused_total counter\nbidchain_txs_refused_total {}\n\
          # TYPE bidchain_txs_committed_total counter\nbidchain_txs_committed_total {}\n\
-         # TYPE bidchain_blocks_committed_total counter\nbidchain_blocks_committed_total {}\n",
+         # TYPE bidchain_blocks_committed_total counter\nbidchain_blocks_committed_total {}\n\
+         # TYPE bidchain_signatures_checked_total counter\nbidchain_signatures_checked_total {}\n",
         height.0,
         m.peers.load(Ordering::Relaxed),
         mempool_len,
@@ -494,6 +495,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Reply {
         m.txs_refused.load(Ordering::Relaxed),
         m.txs_committed.load(Ordering::Relaxed),
         m.blocks_committed.load(Ordering::Relaxed),
+        m.signatures_checked.load(Ordering::Relaxed),
     );
     Ok(([("content-type", "text/plain; version=0.0.4")], text).into_response())
 }

@@ -63,6 +63,9 @@ pub struct Metrics {
     pub txs_refused: AtomicU64,
     pub txs_committed: AtomicU64,
     pub blocks_committed: AtomicU64,
+    /// Transaction signatures this node checked, on admission and in blocks it had not
+    /// admitted from: more than one per committed transaction is work done twice.
+    pub signatures_checked: AtomicU64,
     /// Peers connected now (a gauge).
     pub peers: AtomicU64,
 }
@@ -94,7 +97,18 @@ impl Shared {
     pub fn signature_checked(&self, tx: &SignedTransaction) -> bool {
         // Hashed before the lock is taken: RPC admission waits on it.
         let hash = tx.hash();
-        self.mempool().contains(&hash)
+        let admitted = self.mempool().contains(&hash);
+        if !admitted {
+            self.count_signature_checks(1);
+        }
+        admitted
+    }
+
+    fn count_signature_checks(&self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        self.metrics
+            .signatures_checked
+            .fetch_add(n, Ordering::Relaxed);
     }
 
     /// Admits a transaction whose signature the caller has verified.
@@ -133,10 +147,14 @@ impl Shared {
         source: TxSource,
     ) -> Vec<(TxHash, Result<(), AdmitError>)> {
         let all_good = bidchain_runtime::execute::verify_signatures(&txs, |_| false).is_ok();
+        self.count_signature_checks(txs.len());
         txs.into_iter()
             .map(|tx| {
                 let (bytes, hash) = tx.encoded_with_hash();
-                let signed = all_good || tx.verify_signature().is_ok();
+                let signed = all_good || {
+                    self.count_signature_checks(1);
+                    tx.verify_signature().is_ok()
+                };
                 let outcome = if signed {
                     self.admit(tx, bytes.len(), source).map(|_| ())
                 } else {
