@@ -1,19 +1,30 @@
 //! The node key file: JSON with the public key and the secret, written with mode 0600.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use bidchain_runtime::crypto::{Keypair, PublicKey};
 use bidchain_runtime::hash::parse_hex_array;
 use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
 
-const MAX_KEY_FILE_BYTES: u64 = 4096;
+const MAX_KEY_FILE_BYTES: usize = 4096;
+/// One byte more than a key file may hold, to tell a longer file from a full one.
+const KEY_FILE_BUFFER_BYTES: usize = MAX_KEY_FILE_BYTES + 1;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeyFile {
     public_key: PublicKey,
     secret_key: String,
+}
+
+/// The secret's hex is wiped with the file's text and the parsed bytes: no copy of a
+/// validator's key stays in freed memory, where a core dump or a later bug could show it.
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        self.secret_key.zeroize();
+    }
 }
 
 /// Why a key file cannot be used.
@@ -38,9 +49,11 @@ pub fn write_key_file(path: &Path, key: &Keypair) -> Result<(), KeyFileError> {
     };
     let file = KeyFile {
         public_key: key.public(),
-        secret_key: hex::encode(key.secret_bytes()),
+        secret_key: hex::encode(key.secret_bytes().as_slice()),
     };
-    let text = serde_json::to_string_pretty(&file).unwrap_or_default();
+    // Sized up front, so that no outgrown buffer with part of the secret is freed unwiped.
+    let mut text = Zeroizing::new(Vec::with_capacity(KEY_FILE_BUFFER_BYTES));
+    serde_json::to_writer_pretty(&mut *text, &file).map_err(|e| io(e.into()))?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -49,7 +62,7 @@ pub fn write_key_file(path: &Path, key: &Keypair) -> Result<(), KeyFileError> {
         std::io::ErrorKind::AlreadyExists => KeyFileError::Exists(shown.clone()),
         _ => io(source),
     })?;
-    out.write_all(text.as_bytes()).map_err(io)?;
+    out.write_all(&text).map_err(io)?;
     out.sync_all().map_err(io)
 }
 
@@ -63,13 +76,16 @@ pub fn read_key_file(path: &Path) -> Result<Keypair, KeyFileError> {
         path: shown.clone(),
         reason,
     };
-    if std::fs::metadata(path).map_err(io)?.len() > MAX_KEY_FILE_BYTES {
+    let opened = std::fs::File::open(path).map_err(io)?;
+    let mut text = Zeroizing::new(Vec::with_capacity(KEY_FILE_BUFFER_BYTES));
+    let limit = u64::try_from(KEY_FILE_BUFFER_BYTES).unwrap_or(u64::MAX);
+    opened.take(limit).read_to_end(&mut text).map_err(io)?;
+    if text.len() > MAX_KEY_FILE_BYTES {
         return Err(format("too large".to_owned()));
     }
-    let text = std::fs::read_to_string(path).map_err(io)?;
-    let file: KeyFile = serde_json::from_str(&text).map_err(|e| format(e.to_string()))?;
+    let file: KeyFile = serde_json::from_slice(&text).map_err(|e| format(e.to_string()))?;
     let secret = parse_hex_array::<32>(&file.secret_key).map_err(|e| format(e.to_string()))?;
-    let key = Keypair::from_secret(secret);
+    let key = Keypair::from_secret(&Zeroizing::new(secret));
     if key.public() != file.public_key {
         return Err(format(
             "public key does not match the secret key".to_owned(),
@@ -103,5 +119,10 @@ mod tests {
                 .to_string()
                 .contains("does not match")
         );
+        let padded = text.replace('{', &format!("{{{}", " ".repeat(MAX_KEY_FILE_BYTES)));
+        let large = dir.path().join("large.json");
+        std::fs::write(&large, padded).unwrap();
+        let refused = read_key_file(&large).unwrap_err().to_string();
+        assert!(refused.contains("too large"), "{refused}");
     }
 }

@@ -12,6 +12,7 @@ use curve25519_dalek::scalar::Scalar;
 use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha512};
+use zeroize::Zeroizing;
 
 use crate::serde_hex;
 
@@ -255,23 +256,26 @@ pub struct Keypair(SigningKey);
 impl Keypair {
     pub fn generate() -> Keypair {
         // ed25519-dalek 3 takes rand_core 0.10 generators; a secret is 32 random bytes.
-        let mut secret = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
-        Keypair::from_secret(secret)
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, secret.as_mut_slice());
+        Keypair::from_secret(&secret)
     }
 
-    pub fn from_secret(secret: [u8; 32]) -> Keypair {
-        Keypair(SigningKey::from_bytes(&secret))
+    /// The key of a 32-byte secret. The caller wipes its copy (see [`Zeroizing`]); the
+    /// signing key made from it wipes itself when dropped.
+    pub fn from_secret(secret: &[u8; 32]) -> Keypair {
+        Keypair(SigningKey::from_bytes(secret))
     }
 
     /// A key derived from a seed: for tests and simulations only, never for real nodes.
     pub fn from_seed_for_tests(seed: u64) -> Keypair {
         let digest = crate::hash::Hash::domain(b"bidchain/test-key/v1", &[&seed.to_le_bytes()]);
-        Keypair::from_secret(digest.0)
+        Keypair::from_secret(&digest.0)
     }
 
-    pub fn secret_bytes(&self) -> [u8; 32] {
-        self.0.to_bytes()
+    /// A copy of the secret, wiped when dropped.
+    pub fn secret_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
     }
 
     pub fn public(&self) -> PublicKey {
