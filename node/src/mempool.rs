@@ -300,49 +300,6 @@ impl Mempool {
         now: Instant,
     ) -> Result<TxHash, AdmitError> {
         let hash = tx.hash();
-        self.check_fit(hash, encoded_len)?;
-        let overlay = Overlay::new(state);
-        let account = execute::check_envelope(&overlay, &self.chain_id, &tx, Some(tx.tx.nonce))
-            .map_err(AdmitError::Invalid)?;
-        let nonce = tx.tx.nonce;
-        let pending = self.by_sender.get(&tx.tx.sender_id());
-        let (expected, used) = pending.map_or((account.nonce, false), |p| {
-            (p.next, p.txs.contains_key(&nonce))
-        });
-        if nonce < account.nonce {
-            return Err(AdmitError::NonceTooLow {
-                expected,
-                got: nonce,
-            });
-        }
-        self.check_nonce(expected, used, nonce)?;
-        self.insert(hash, tx, encoded_len, account.nonce, now);
-        Ok(hash)
-    }
-
-    /// The refusals [`Mempool::admit_verified`] would make that need neither the
-    /// signature nor the state: a duplicate, no room, or a nonce the sender's pending
-    /// transactions rule out. A batch is screened before its signature check, so that an
-    /// overloaded node does not check the signatures of what it then refuses. Passing
-    /// says nothing: admission checks everything again.
-    pub fn screen(
-        &self,
-        tx: &SignedTransaction,
-        hash: TxHash,
-        encoded_len: usize,
-    ) -> Result<(), AdmitError> {
-        self.check_fit(hash, encoded_len)?;
-        let nonce = tx.tx.nonce;
-        match self.by_sender.get(&tx.tx.sender_id()) {
-            Some(pending) => {
-                self.check_nonce(pending.next, pending.txs.contains_key(&nonce), nonce)
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Not pending already, not over the size bound, and room for it.
-    fn check_fit(&self, hash: TxHash, encoded_len: usize) -> Result<(), AdmitError> {
         if self.by_hash.contains_key(&hash) {
             return Err(AdmitError::Duplicate(hash));
         }
@@ -350,13 +307,19 @@ impl Mempool {
         if encoded_len > MAX_TX_BYTES {
             return Err(AdmitError::TooLarge { len: encoded_len });
         }
-        self.check_room(encoded_len)
-    }
-
-    /// `nonce` against the sender's next expected one (`used`: a pending transaction
-    /// has it).
-    fn check_nonce(&self, expected: Nonce, used: bool, nonce: Nonce) -> Result<(), AdmitError> {
-        if used {
+        self.check_room(encoded_len)?;
+        let sender = tx.tx.sender_id();
+        let overlay = Overlay::new(state);
+        let account = execute::check_envelope(&overlay, &self.chain_id, &tx, Some(tx.tx.nonce))
+            .map_err(AdmitError::Invalid)?;
+        let nonce = tx.tx.nonce;
+        let (expected, used) = self
+            .by_sender
+            .get(&sender)
+            .map_or((account.nonce, false), |p| {
+                (p.next, p.txs.contains_key(&nonce))
+            });
+        if nonce < account.nonce || used {
             return Err(AdmitError::NonceTooLow {
                 expected,
                 got: nonce,
@@ -377,7 +340,8 @@ impl Mempool {
                 held: self.held,
             });
         }
-        Ok(())
+        self.insert(hash, tx, encoded_len, account.nonce, now);
+        Ok(hash)
     }
 
     fn insert(

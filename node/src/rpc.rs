@@ -503,11 +503,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mempool::{AdmitError, Mempool, MempoolConfig};
-    use crate::shared::{MAX_PENDING_BATCHES, TxSource};
+    use crate::mempool::{Mempool, MempoolConfig};
+    use crate::shared::MAX_PENDING_BATCHES;
     use crate::testing::{create_account_tx, genesis_for};
     use bidchain_runtime::crypto::Keypair;
-    use bidchain_runtime::execute::TxInvalid;
     use bidchain_runtime::tx::Role;
 
     fn shared(dir: &std::path::Path, max_txs: usize) -> Arc<Shared> {
@@ -572,44 +571,6 @@ mod tests {
         assert_eq!(code_of(fits).await.0, StatusCode::OK);
         assert_eq!(shared.mempool().len(), 3);
         assert_eq!(shared.metrics.txs_refused.load(Ordering::Relaxed), 1 + 4);
-    }
-
-    #[test]
-    fn what_the_mempool_refuses_anyway_is_refused_before_its_signature_is_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let shared = shared(dir.path(), 100);
-        let hub = Keypair::from_seed_for_tests(1);
-        let tx = |nonce| create_account_tx(&hub, nonce, &Keypair::generate(), Role::Bidder);
-        let forged = |nonce| {
-            let mut forged = tx(nonce);
-            forged.signature.0[0] ^= 1;
-            forged
-        };
-        let checks = || shared.metrics.signatures_checked.load(Ordering::Relaxed);
-        let first = tx(0);
-        let admitted = shared.admit_batch(vec![first.clone()], TxSource::Client);
-        assert!(admitted[0].1.is_ok());
-        assert_eq!(checks(), 1);
-        // A duplicate, and a nonce past the sender's pending ones by more than the bound.
-        let gap = crate::mempool::MAX_NONCE_AHEAD + 2;
-        let refused = shared.admit_batch(vec![first, forged(gap)], TxSource::Peer);
-        assert!(matches!(refused[0].1, Err(AdmitError::Duplicate(_))));
-        assert!(
-            matches!(refused[1].1, Err(AdmitError::NonceGap { .. })),
-            "{:?}",
-            refused[1].1
-        );
-        assert_eq!(checks(), 1);
-        // What passes the screen is checked: a bad signature is still refused as such,
-        // after the batch check and the check of each.
-        let refused = shared.admit_batch(vec![forged(1), tx(1)], TxSource::Peer);
-        assert!(matches!(
-            refused[0].1,
-            Err(AdmitError::Invalid(TxInvalid::BadSignature))
-        ));
-        assert!(refused[1].1.is_ok());
-        assert_eq!(checks(), 1 + 2 + 2);
-        assert_eq!(shared.mempool().len(), 2);
     }
 
     #[tokio::test]

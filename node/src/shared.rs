@@ -56,16 +56,6 @@ pub const MAX_CONCURRENT_BATCHES: usize = 2;
 /// a slow admission instead of being refused.
 pub const MAX_PENDING_BATCHES: usize = 16;
 
-/// A transaction of a batch on its way to admission.
-struct Screened {
-    tx: SignedTransaction,
-    /// Its encoded length.
-    len: usize,
-    hash: TxHash,
-    /// Refused before its signature was checked.
-    refused: Option<AdmitError>,
-}
-
 /// Counters exported at `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -149,68 +139,28 @@ impl Shared {
     }
 
     /// Admits a batch of transactions (a peer's relay, or a client's batch submission):
-    /// what the mempool refuses without a signature is refused first (under overload,
-    /// most refusals), then one batch signature check of the rest (one by one only if the
-    /// batch fails), then each admitted or refused on its own. One outcome per
-    /// transaction, in order.
+    /// one batch signature check (one by one only if the batch fails), then each admitted
+    /// or refused on its own. One outcome per transaction, in order.
     pub fn admit_batch(
         &self,
         txs: Vec<SignedTransaction>,
         source: TxSource,
     ) -> Vec<(TxHash, Result<(), AdmitError>)> {
-        let screened = self.screen(txs);
-        let passed: Vec<&SignedTransaction> = screened
-            .iter()
-            .filter(|s| s.refused.is_none())
-            .map(|s| &s.tx)
-            .collect();
-        let all_good = bidchain_runtime::execute::verify_signatures(&passed, |_| false).is_ok();
-        self.count_signature_checks(passed.len());
-        screened
-            .into_iter()
-            .map(
-                |Screened {
-                     tx,
-                     len,
-                     hash,
-                     refused,
-                 }| {
-                    if let Some(refused) = refused {
-                        return (hash, Err(refused));
-                    }
-                    let signed = all_good || {
-                        self.count_signature_checks(1);
-                        tx.verify_signature().is_ok()
-                    };
-                    let outcome = if signed {
-                        self.admit(tx, len, source).map(|_| ())
-                    } else {
-                        Err(AdmitError::Invalid(TxInvalid::BadSignature))
-                    };
-                    (hash, outcome)
-                },
-            )
-            .collect()
-    }
-
-    /// Each transaction with its hash and length, and what the mempool refuses it for
-    /// without a signature check ([`Mempool::screen`]), under one lock.
-    fn screen(&self, txs: Vec<SignedTransaction>) -> Vec<Screened> {
-        let hashed: Vec<_> = txs
-            .into_iter()
+        let all_good = bidchain_runtime::execute::verify_signatures(&txs, |_| false).is_ok();
+        self.count_signature_checks(txs.len());
+        txs.into_iter()
             .map(|tx| {
                 let (bytes, hash) = tx.encoded_with_hash();
-                (tx, bytes.len(), hash)
-            })
-            .collect();
-        let mempool = self.mempool();
-        hashed
-            .into_iter()
-            .map(|(tx, len, hash)| Screened {
-                refused: mempool.screen(&tx, hash, len).err(),
-                tx,
-                len,
-                hash,
+                let signed = all_good || {
+                    self.count_signature_checks(1);
+                    tx.verify_signature().is_ok()
+                };
+                let outcome = if signed {
+                    self.admit(tx, bytes.len(), source).map(|_| ())
+                } else {
+                    Err(AdmitError::Invalid(TxInvalid::BadSignature))
+                };
+                (hash, outcome)
             })
             .collect()
     }

@@ -3,7 +3,6 @@
 //! validator computes the same result from the same inputs.
 
 use std::any::Any;
-use std::borrow::Borrow;
 use std::sync::Arc;
 
 use bidchain_trading::Decode as _;
@@ -155,13 +154,12 @@ pub fn check_envelope<V: StateView + ?Sized>(
 
 /// Verifies the signature of every transaction `checked` does not vouch for (one this
 /// node verified on admission), in one batch when all are good.
-pub fn verify_signatures<T: Borrow<SignedTransaction>>(
-    txs: &[T],
+pub fn verify_signatures(
+    txs: &[SignedTransaction],
     checked: impl Fn(&SignedTransaction) -> bool,
 ) -> Result<(), ExecError> {
     let unchecked: Vec<(usize, &SignedTransaction)> = txs
         .iter()
-        .map(Borrow::borrow)
         .enumerate()
         .filter(|(_, s)| !checked(s))
         .collect();
