@@ -93,7 +93,8 @@ impl Shared {
     }
 
     /// Whether this node checked `tx`'s signature already: the mempool holds only
-    /// transactions whose signatures held on admission.
+    /// transactions whose signatures held on admission. Every caller checks the signature
+    /// when the answer is no, so that check is counted here.
     pub fn signature_checked(&self, tx: &SignedTransaction) -> bool {
         // Hashed before the lock is taken: RPC admission waits on it.
         let hash = tx.hash();
