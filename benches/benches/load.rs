@@ -546,21 +546,15 @@ fn kept_bytes(net: &Localnet, index: usize) -> u64 {
         .sum()
 }
 
-async fn metric_of(client: &Client, name: &str) -> u64 {
-    let url = format!("{}/metrics", client.base());
-    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-    metric(&text, name)
-}
-
 async fn committed_total(client: &Client) -> u64 {
-    metric_of(client, "bidchain_txs_committed_total").await
+    metric(client, "bidchain_txs_committed_total").await
 }
 
 /// Signatures each node has checked so far.
 async fn signatures_checked(clients: &[Client]) -> Vec<u64> {
     let mut checked = Vec::with_capacity(clients.len());
     for client in clients {
-        checked.push(metric_of(client, "bidchain_signatures_checked_total").await);
+        checked.push(metric(client, "bidchain_signatures_checked_total").await);
     }
     checked
 }

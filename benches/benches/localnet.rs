@@ -189,8 +189,7 @@ async fn observer_catch_up(
     let bin = locate_bidchain().unwrap();
     let load = load(net, nodes, senders).await;
     let target = height(&nodes[0].client).await;
-    let metrics = reqwest_text(&format!("{}/metrics", nodes[0].client.base())).await;
-    let txs = metric(&metrics, "bidchain_txs_committed_total");
+    let txs = metric(&nodes[0].client, "bidchain_txs_committed_total").await;
     let start = Instant::now();
     let observer = net.start_node(&bin, VALIDATORS).await.unwrap();
     observer
@@ -212,10 +211,6 @@ async fn observer_catch_up(
         "blocks_per_s": blocks_per_s,
         "txs_per_s": txs_per_s,
     })
-}
-
-async fn reqwest_text(url: &str) -> String {
-    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
 async fn run() -> serde_json::Value {

@@ -45,8 +45,12 @@ pub fn write_result(name: &str, result: serde_json::Value) -> std::io::Result<St
     Ok(out)
 }
 
-/// A counter or gauge from a node's `/metrics` text (Prometheus' format), 0 if absent.
-pub fn metric(text: &str, name: &str) -> u64 {
+/// A counter or gauge from a node's `/metrics` (Prometheus' text format), 0 if absent.
+/// Panics if the node does not answer: a bench cannot go on without it.
+#[allow(clippy::unwrap_used)]
+pub async fn metric(client: &bidchain_cli::client::Client, name: &str) -> u64 {
+    let url = format!("{}/metrics", client.base());
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0)
