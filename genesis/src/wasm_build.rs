@@ -22,10 +22,13 @@ const REMAPPED_ROOT: &str = "/bidchain";
 /// the data, so a smaller one keeps all that a call touches in the low pages the host
 /// resets in place between calls (`KEEP_RESIDENT_BYTES` in the runtime).
 const CONTRACT_STACK_BYTES: u32 = 128 * 1024;
-/// A contract's memory at instantiation: room for a call's heap, so that a call does not
-/// grow memory (each growth, and the shrink back when the host reuses the slot, is an
-/// mprotect system call).
-const CONTRACT_INITIAL_MEMORY_BYTES: u32 = 1024 * 1024;
+/// A contract's memory at instantiation: the stack, the data and a bid call's heap, so
+/// that most calls do not grow memory (each growth, and the shrink back when the host
+/// reuses the slot, is an mprotect system call). No more: after every call the host walks
+/// the page table of all of it to find the pages written (PAGEMAP_SCAN); at 1 MiB that
+/// walk was 6 % of a validator's CPU at capacity. Changing it changes the code hashes a
+/// genesis pins.
+const CONTRACT_INITIAL_MEMORY_BYTES: u32 = 256 * 1024;
 
 /// Builds `repo_root/contracts` into `target_dir`; returns each contract's wasm path.
 pub fn build_contracts(

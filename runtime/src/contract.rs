@@ -54,8 +54,8 @@ pub const MAX_MEMORY_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_TABLE_ELEMENTS: usize = 10_000;
 /// Contract instances alive at once in one engine (calls are sequential in a block).
 pub const MAX_INSTANCES: u32 = 32;
-/// Memory a pooled slot keeps between calls, reset in place rather than given back. The
-/// contracts' stack (128 KiB, set by their build) and data fit below it.
+/// Memory a pooled slot keeps between calls, reset in place rather than given back: all
+/// of a contract's initial memory (256 KiB, set by their build: stack, data and heap).
 const KEEP_RESIDENT_BYTES: usize = 256 * 1024;
 /// The wasm stack a call may use; deeper recursion traps (the same on every validator of
 /// one build: the compiled code is the same).
