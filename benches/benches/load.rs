@@ -14,8 +14,8 @@
 //! cargo build --release --workspace --all-targets && cargo bench --workspace --bench load
 //!
 //! Settings (environment): `LOAD_VALIDATORS` (4), `LOAD_RATE` offered tx/s (2000; 0 = as
-//! fast as the nodes commit: `UNPACED_WINDOW_TXS` sent and not yet committed, which finds
-//! the capacity without overflowing the mempools), `LOAD_SECONDS` measured (60),
+//! fast as the nodes commit: about `UNPACED_WINDOW_TXS` in the mempools or on their way,
+//! which finds the capacity without overflowing the mempools), `LOAD_SECONDS` measured (60),
 //! `LOAD_WARMUP_SECONDS` (10), `LOAD_MIX` `bids` | `accounts` | `mixed` (bids), `LOAD_BIDDERS` (the rate, at least 400),
 //! `LOAD_BATCH_MS` (0: one `POST /txs` per transaction; else every that many ms each node
 //! gets the transactions due since in one `POST /txs/batch`), `LOAD_MAX_WAIT_MS` (the
@@ -70,14 +70,20 @@ const BIDDERS_PER_TENDER: usize = MAX_BIDS_PER_TENDER;
 /// Transactions signed per second of the run when sending as fast as admitted: above
 /// what the issue asks of four validators (10,000), so that the supply is not the limit.
 const UNLIMITED_SUPPLY_PER_S: u64 = 12_000;
-/// Sending as fast as admitted, the transactions sent and neither committed nor refused,
-/// over all nodes, stay at most this many. Every transaction reaches every node's
-/// mempool, so this is half of one (`DEFAULT_MAX_TXS`): the pools never fill, and no
-/// `mempool_full` refusal starts a cascade of `nonce_gap` ones. It is still 2.5 s of
+/// Sending as fast as admitted, the transactions in the fullest node's mempool plus those
+/// in requests not yet answered stay at about this many (the mempools are polled, so it
+/// can be passed by what is admitted between two polls). Every transaction reaches every
+/// node's mempool, so this is half of one (`DEFAULT_MAX_TXS`): the pools do not fill, and
+/// no `mempool_full` refusal starts a cascade of `nonce_gap` ones. It is still 2.5 s of
 /// blocks at 10,000 tx/s, enough to keep them full.
 const UNPACED_WINDOW_TXS: u64 = DEFAULT_MAX_TXS as u64 / 2;
-/// How often unpaced senders learn how many transactions committed.
-const COMMIT_POLL: Duration = Duration::from_millis(20);
+/// How often unpaced senders learn how full the nodes' mempools are.
+const POOL_POLL: Duration = Duration::from_millis(50);
+/// How long the report waits after the last submission for the tail to commit.
+const TAIL: Duration = Duration::from_secs(3);
+/// After an unpaced run, how long the report waits at most for the window's backlog (a
+/// few seconds of blocks) to commit.
+const MAX_DRAIN: Duration = Duration::from_secs(30);
 /// How long a sender first waits before resending what a node refused as `busy` (then
 /// twice as long each time, up to eight times).
 const BUSY_BACKOFF: Duration = Duration::from_millis(100);
@@ -320,8 +326,18 @@ fn count_refusal(refused: &Refusals, err: &anyhow::Error) {
     *refused.lock().unwrap().entry(code).or_default() += 1;
 }
 
+/// Waits until every node's mempool is empty, for at most [`MAX_DRAIN`].
+async fn drain(nodes: &[NodeProcess]) {
+    let deadline = Instant::now() + MAX_DRAIN;
+    for node in nodes {
+        while metric(&node.client, "bidchain_mempool_txs").await > 0 && Instant::now() < deadline {
+            tokio::time::sleep(POOL_POLL).await;
+        }
+    }
+}
+
 /// Sends each node's transactions at `rate / validators` per second (open loop: a
-/// submission does not wait for the previous answer), or as fast as admitted: as many as
+/// submission does not wait for the previous answer), or as fast as admitted: about
 /// [`UNPACED_WINDOW_TXS`] in flight, until the measurement ends.
 async fn send_load(
     settings: &Settings,
@@ -335,9 +351,8 @@ async fn send_load(
         let until = start + Duration::from_secs(settings.warmup_seconds + settings.seconds);
         Arc::new(InFlight::new(until))
     });
-    let follower = in_flight
-        .clone()
-        .map(|f| tokio::spawn(f.follow(nodes[0].client.clone())));
+    let clients: Vec<Client> = nodes.iter().map(|n| n.client.clone()).collect();
+    let follower = in_flight.clone().map(|f| tokio::spawn(f.follow(clients)));
     let tasks: Vec<_> = load
         .into_iter()
         .enumerate()
@@ -364,6 +379,13 @@ async fn send_load(
     }
     if let Some(follower) = follower {
         follower.abort();
+        // A follower that died (a node stopped answering) froze the window: fail the run
+        // rather than report what the senders could not send.
+        if let Err(err) = follower.await
+            && err.is_panic()
+        {
+            std::panic::resume_unwind(err.into_panic());
+        }
     }
     out
 }
@@ -383,12 +405,12 @@ impl Pace {
             .then(|| self.start + Duration::from_secs_f64(i as f64 / self.per_node_rate))
     }
 
-    /// How many transactions are due by `at`, of which `sent` are sent: when unpaced, as
-    /// many more as the window has room for.
-    fn due_by(&self, at: Instant, sent: usize) -> usize {
+    /// How many transactions are due by `at` (all of them when unpaced: the window then
+    /// limits them, in [`Pace::claim`]).
+    fn due_by(&self, at: Instant) -> usize {
         match &self.in_flight {
             None => ((at - self.start).as_secs_f64() * self.per_node_rate) as usize,
-            Some(in_flight) => sent + in_flight.room(),
+            Some(_) => usize::MAX,
         }
     }
 
@@ -397,7 +419,20 @@ impl Pace {
         self.in_flight.as_ref().is_some_and(|f| at >= f.until)
     }
 
-    /// Waits until transaction `i` is due, or the window has room for it; false when
+    /// Of `want` transactions due, how many to send now: all when paced, else as many as
+    /// the window has room for, which they then hold until [`Pace::answered`].
+    fn claim(&self, want: usize) -> usize {
+        self.in_flight.as_ref().map_or(want, |f| f.claim(want))
+    }
+
+    /// `n` claimed transactions were answered: admitted ones now count in the mempools.
+    fn answered(&self, n: usize) {
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.requested.fetch_sub(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until transaction `i` is due, or claims its place in the window; false when
     /// it is not to be sent.
     async fn wait_turn(&self, i: usize) -> bool {
         match (&self.in_flight, self.due(i)) {
@@ -409,28 +444,16 @@ impl Pace {
             (None, None) => true,
         }
     }
-
-    /// Notes `n` transactions sent.
-    fn sent(&self, n: usize) {
-        if let Some(in_flight) = &self.in_flight {
-            in_flight.sent.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// Notes `n` transactions refused: they leave the window.
-    fn refused(&self, n: usize) {
-        if let Some(in_flight) = &self.in_flight {
-            in_flight.sent.fetch_sub(n as u64, Ordering::Relaxed);
-        }
-    }
 }
 
-/// The transactions that unpaced senders have in flight, over all nodes.
+/// What unpaced senders have in flight, over all nodes.
 struct InFlight {
-    /// Sent and not refused.
-    sent: AtomicU64,
-    /// Committed since the senders started (node 0's count, every [`COMMIT_POLL`]).
-    committed: AtomicU64,
+    /// In requests not yet answered.
+    requested: AtomicU64,
+    /// In the fullest node's mempool (admitted, neither committed nor dropped), as of the
+    /// last poll. Counting the pools, not what was sent, keeps transactions a node drops
+    /// (held for a nonce gap that never filled) from taking the window's room for good.
+    pooled: AtomicU64,
     /// When sending stops: the end of the measurement.
     until: Instant,
 }
@@ -438,39 +461,46 @@ struct InFlight {
 impl InFlight {
     fn new(until: Instant) -> InFlight {
         InFlight {
-            sent: AtomicU64::new(0),
-            committed: AtomicU64::new(0),
+            requested: AtomicU64::new(0),
+            pooled: AtomicU64::new(0),
             until,
         }
     }
 
-    /// How many more may be sent now.
-    fn room(&self) -> usize {
-        let pending = self
-            .sent
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.committed.load(Ordering::Relaxed));
-        UNPACED_WINDOW_TXS.saturating_sub(pending) as usize
+    /// Takes up to `want` places in the window, at once for all senders; returns how many.
+    fn claim(&self, want: usize) -> usize {
+        let pooled = self.pooled.load(Ordering::Relaxed);
+        let mut taken = 0;
+        let _ = self
+            .requested
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |requested| {
+                let room = UNPACED_WINDOW_TXS.saturating_sub(requested + pooled);
+                taken = room.min(want as u64);
+                Some(requested + taken)
+            });
+        taken as usize
     }
 
-    /// Waits until one more may be sent; false once the measurement is over.
+    /// Waits until one place is taken; false once the measurement is over.
     async fn wait_room(&self) -> bool {
         while Instant::now() < self.until {
-            if self.room() > 0 {
+            if self.claim(1) == 1 {
                 return true;
             }
-            tokio::time::sleep(COMMIT_POLL).await;
+            tokio::time::sleep(POOL_POLL).await;
         }
         false
     }
 
-    /// Keeps `committed` up to date from the node `client` talks to.
-    async fn follow(self: Arc<Self>, client: Client) {
-        let base = committed_total(&client).await;
+    /// Keeps `pooled` up to date from the nodes `clients` talk to.
+    async fn follow(self: Arc<Self>, clients: Vec<Client>) {
         loop {
-            tokio::time::sleep(COMMIT_POLL).await;
-            let committed = committed_total(&client).await.saturating_sub(base);
-            self.committed.store(committed, Ordering::Relaxed);
+            tokio::time::sleep(POOL_POLL).await;
+            let mut fullest = 0;
+            for client in &clients {
+                fullest = fullest.max(metric(client, "bidchain_mempool_txs").await);
+            }
+            self.pooled.store(fullest, Ordering::Relaxed);
         }
     }
 }
@@ -496,7 +526,6 @@ async fn send_one_by_one(
         let admitted = sampled.as_ref().map(|s| s.admitted.clone());
         samples.extend(sampled);
         let (client, refused, resent) = (client.clone(), refused.clone(), resent.clone());
-        pace.sent(1);
         let pace = pace.clone();
         inflight.push(tokio::spawn(async move {
             match send_until_not_busy(&resent, || client.submit(&tx)).await {
@@ -505,11 +534,9 @@ async fn send_one_by_one(
                         let _ = at.set(Instant::now());
                     }
                 }
-                Err(err) => {
-                    count_refusal(&refused, &err);
-                    pace.refused(1);
-                }
+                Err(err) => count_refusal(&refused, &err),
             }
+            pace.answered(1);
             drop(permit);
         }));
     }
@@ -560,10 +587,11 @@ async fn send_in_batches(
         if pace.over(tick) {
             break;
         }
-        let end = pace
-            .due_by(tick, next)
+        let due = pace
+            .due_by(tick)
             .min(total)
             .min(next + MAX_SUBMIT_BATCH_TXS);
+        let end = next + pace.claim(due.saturating_sub(next));
         let batch: Vec<SignedTransaction> = txs.by_ref().take(end - next).collect();
         let first = samples.len();
         for (i, tx) in (next..end).zip(&batch) {
@@ -579,7 +607,6 @@ async fn send_in_batches(
         }
         let permit = gate.clone().acquire_owned().await.unwrap();
         let (client, refused, resent) = (client.clone(), refused.clone(), resent.clone());
-        pace.sent(batch.len());
         let pace = pace.clone();
         inflight.push(tokio::spawn(async move {
             let len = batch.len();
@@ -592,7 +619,6 @@ async fn send_in_batches(
                     for item in answer.results {
                         if let Some(err) = item.refused {
                             *refused.lock().unwrap().entry(err.code).or_default() += 1;
-                            pace.refused(1);
                         } else if let Some((_, at)) =
                             admitted.iter().find(|(hash, _)| *hash == item.tx_hash)
                         {
@@ -604,9 +630,9 @@ async fn send_in_batches(
                     for _ in 0..len {
                         count_refusal(&refused, &err);
                     }
-                    pace.refused(len);
                 }
             }
+            pace.answered(len);
             drop(permit);
         }));
     }
@@ -875,7 +901,10 @@ async fn run(settings: Settings) -> serde_json::Value {
     let (committed_per_s, mut cpu_percent, sigs_per_tx) = window.await.unwrap();
     let generator_cpu_percent = cpu_percent.pop().unwrap_or(0.0);
     // Let the tail commit, then measure latency of the samples.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(TAIL).await;
+    if settings.rate == 0 {
+        drain(&nodes).await;
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     watcher.await.unwrap();
     let seen = seen.lock().unwrap().clone();
