@@ -900,11 +900,12 @@ async fn run(settings: Settings) -> serde_json::Value {
     let sent = send_load(&settings, &nodes, load).await;
     let (committed_per_s, mut cpu_percent, sigs_per_tx) = window.await.unwrap();
     let generator_cpu_percent = cpu_percent.pop().unwrap_or(0.0);
-    // Let the tail commit, then measure latency of the samples.
-    tokio::time::sleep(TAIL).await;
+    // Let the tail commit, and the height watcher see its last block, then measure
+    // latency of the samples.
     if settings.rate == 0 {
         drain(&nodes).await;
     }
+    tokio::time::sleep(TAIL).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     watcher.await.unwrap();
     let seen = seen.lock().unwrap().clone();
