@@ -49,8 +49,7 @@ pub fn write_result(name: &str, result: serde_json::Value) -> std::io::Result<St
 /// Panics if the node does not answer: a bench cannot go on without it.
 #[allow(clippy::unwrap_used)]
 pub async fn metric(client: &bidchain_cli::client::Client, name: &str) -> u64 {
-    let url = format!("{}/metrics", client.base());
-    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let text = client.metrics().await.unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0)

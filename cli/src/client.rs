@@ -163,6 +163,27 @@ impl Client {
         self.get("/status").await
     }
 
+    /// The node's `/metrics` text (Prometheus' format), over the client's pooled
+    /// connections: benchmarks poll it many times a second.
+    pub async fn metrics(&self) -> Result<String> {
+        let url = format!("{}/metrics", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .context("reading the node's metrics")?;
+        if !status.is_success() {
+            bail!("node answered HTTP {status}: {text}");
+        }
+        Ok(text)
+    }
+
     pub async fn submit(&self, tx: &SignedTransaction) -> Result<SubmitResponse> {
         self.submit_raw(tx.encode()).await
     }

@@ -223,12 +223,7 @@ async fn http_api_end_to_end() {
         .unwrap();
     assert_eq!(hub.role, Role::Hub);
     assert!(hub.next_nonce >= Nonce(1));
-    let metrics = reqwest::get(format!("{}/metrics", client.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = client.metrics().await.unwrap();
     assert!(metrics.contains("bidchain_height "), "{metrics}");
     assert!(metrics.contains("bidchain_txs_refused_total "), "{metrics}");
 
