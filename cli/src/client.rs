@@ -115,26 +115,24 @@ impl Client {
         }
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+    /// `GET path`, the answer not yet read.
+    async fn send_get(&self, path: &str) -> Result<reqwest::Response> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .http
+        self.http
             .get(&url)
             .send()
             .await
-            .with_context(|| format!("GET {url}"))?;
+            .with_context(|| format!("GET {url}"))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let response = self.send_get(path).await?;
         self.decode(response).await
     }
 
     /// A proof bundle's bytes (`GET .../proof`); a refusal comes back as [`Refused`].
     pub async fn bundle(&self, path: &str) -> Result<Vec<u8>> {
-        let url = format!("{}{path}", self.base);
-        let mut response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
+        let mut response = self.send_get(path).await?;
         let status = response.status();
         if !status.is_success() {
             // `decode` turns an error answer into `Refused`.
@@ -166,13 +164,7 @@ impl Client {
     /// The node's `/metrics` text (Prometheus' format), over the client's pooled
     /// connections: benchmarks poll it many times a second.
     pub async fn metrics(&self) -> Result<String> {
-        let url = format!("{}/metrics", self.base);
-        let response = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
+        let response = self.send_get("/metrics").await?;
         let status = response.status();
         let text = response
             .text()
