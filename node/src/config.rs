@@ -14,6 +14,7 @@ use bidchain_runtime::crypto::PublicKey;
 use serde::{Deserialize, Serialize};
 
 use crate::mempool::MempoolConfig;
+use crate::priority::{DEFAULT_CONSENSUS_NICE, Nice};
 
 /// The largest config file read.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -56,6 +57,11 @@ pub struct NodeConfig {
     pub observers: Vec<PublicKey>,
     #[serde(default)]
     pub mempool: MempoolConfig,
+    /// The consensus thread's nice value, -20..=19 (lower runs first when the cores are
+    /// busy). Below the node's own it needs `CAP_SYS_NICE` or `LimitNICE=`; refused, the
+    /// node logs it and runs on at its own.
+    #[serde(default = "default_consensus_nice")]
+    pub consensus_nice: Nice,
 }
 
 /// A peer to dial: its node key (which is its libp2p identity) and address.
@@ -81,6 +87,9 @@ fn default_genesis_file() -> PathBuf {
 }
 fn default_key_file() -> PathBuf {
     "node_key.json".into()
+}
+fn default_consensus_nice() -> Nice {
+    DEFAULT_CONSENSUS_NICE
 }
 fn default_empty_block_interval_ms() -> u64 {
     5_000
@@ -118,6 +127,7 @@ impl NodeConfig {
             peers: Vec::new(),
             observers: Vec::new(),
             mempool: MempoolConfig::default(),
+            consensus_nice: default_consensus_nice(),
         }
     }
 
@@ -174,5 +184,8 @@ mod tests {
         assert_eq!(back.observers, vec![PublicKey([9; 32])]);
         let bad = format!("{text}\nrcp_listen = \"x\"\n");
         assert!(toml::from_str::<NodeConfig>(&bad).is_err());
+        let out_of_range = text.replace("consensus_nice = -5", "consensus_nice = -21");
+        assert_ne!(out_of_range, text);
+        assert!(toml::from_str::<NodeConfig>(&out_of_range).is_err());
     }
 }

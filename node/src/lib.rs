@@ -13,6 +13,7 @@ pub mod msg_stream;
 pub mod net;
 pub mod node;
 pub mod p2p;
+pub mod priority;
 pub mod proofs;
 pub mod read_cache;
 pub mod rpc;

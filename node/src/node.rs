@@ -16,6 +16,7 @@ use crate::config::{ConfigError, NodeConfig};
 use crate::driver::{Driver, DriverConfig, DriverError};
 use crate::keyfile::{KeyFileError, read_key_file};
 use crate::mempool::Mempool;
+use crate::priority;
 use crate::rpc_listener::{BoundedListener, MAX_RPC_CONNECTIONS, RPC_IDLE_TIMEOUT};
 use crate::shared::Shared;
 use crate::storage::{Storage, StorageError};
@@ -112,9 +113,11 @@ pub async fn run(
         crate::p2p::start(&key, p2p_settings, shared.clone()).await?;
     let driver = Driver::new(shared.clone(), key, Box::new(transport), driver_config)?;
     let driver_stop = stop.clone();
+    let consensus_nice = config.consensus_nice;
     let driver_thread = std::thread::Builder::new()
         .name("consensus".into())
         .spawn(move || {
+            priority::set_this_thread(consensus_nice);
             let result = driver.run(inbox, &driver_stop);
             let _ = driver_done_tx.send(());
             result
