@@ -271,16 +271,12 @@ impl Chain {
     }
 
     /// Checks a proposed block against the tip, checks the signatures of its transactions
-    /// that `checked` does not vouch for (see [`execute::verify_signatures`]) and
+    /// not `vouched` for (see [`execute::verify_signatures`]) and
     /// re-executes it; every header field must match what this node computes. Whether its
     /// time is timely is the driver's call, made when the proposal arrives.
-    pub fn verify_proposal(
-        &self,
-        block: Block,
-        checked: impl Fn(&SignedTransaction) -> bool,
-    ) -> Result<Proposal, ChainError> {
+    pub fn verify_proposal(&self, block: Block, vouched: &[bool]) -> Result<Proposal, ChainError> {
         let tip = self.tip()?;
-        let executed = self.execute_checked(&self.storage, &tip, &block, checked)?;
+        let executed = self.execute_checked(&self.storage, &tip, &block, vouched)?;
         self.check_state_root(block, executed)
     }
 
@@ -293,11 +289,11 @@ impl Chain {
         view: &V,
         tip: &Tip,
         block: &Block,
-        checked: impl Fn(&SignedTransaction) -> bool,
+        vouched: &[bool],
     ) -> Result<Executed, ChainError> {
         let got = &block.header;
         self.check_position(tip, got)?;
-        execute::verify_signatures(&block.txs, checked)?;
+        execute::verify_signatures(&block.txs, vouched)?;
         let env = self.env(tip, got.time, block.last_commit.clone());
         let executed = execute::execute_block(view, &self.contracts, &env, &block.txs)?;
         let expected = self.header_for(view, &env, &executed, got.proposer, got.state_root)?;
@@ -540,7 +536,7 @@ mod tests {
         assert_eq!(block.header.tx_root, merkle::root(&block.tx_leaves()));
         let honest = block.header.tx_root;
         block.header.tx_root = Hash::ZERO;
-        let refused = chain.chain.verify_proposal(block, |_| false).unwrap_err();
+        let refused = chain.chain.verify_proposal(block, &[]).unwrap_err();
         assert!(
             matches!(
                 refused,
@@ -565,21 +561,13 @@ mod tests {
             .build_proposal(vec![tx], time, hub.public())
             .unwrap();
         let block = proposal.block;
-        assert!(
-            verifier
-                .chain
-                .verify_proposal(block.clone(), |_| false)
-                .is_ok()
-        );
+        assert!(verifier.chain.verify_proposal(block.clone(), &[]).is_ok());
         let sender = StateKey::Account(AccountId::of(&hub.public())).to_bytes();
         verifier
             .chain
             .storage()
             .corrupt_state_for_tests(&sender, b"not an account");
-        let failed = verifier
-            .chain
-            .verify_proposal(block, |_| false)
-            .unwrap_err();
+        let failed = verifier.chain.verify_proposal(block, &[]).unwrap_err();
         assert!(
             matches!(failed, ChainError::Exec(ExecError::State(_))),
             "{failed}"

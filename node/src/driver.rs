@@ -692,9 +692,8 @@ impl Driver {
     /// Re-executes a block from a peer (or from this node's log). A transaction the mempool
     /// holds had its signature checked on admission; the others are checked here.
     fn verify(&self, block: Block) -> Result<Proposal, ChainError> {
-        self.shared
-            .chain
-            .verify_proposal(block, |tx| self.shared.signature_checked(tx))
+        let vouched = self.shared.signatures_checked(&block.txs);
+        self.shared.chain.verify_proposal(block, &vouched)
     }
 
     /// Proposer-based timestamps ([`ConsensusParams::is_timely`]), at the proposal's
@@ -764,9 +763,12 @@ impl Driver {
             }
         };
         // Block sync checked the signatures, or found them in the mempool.
-        let checked =
-            |tx: &SignedTransaction| signatures_checked || self.shared.signature_checked(tx);
-        let executed = match chain.execute_checked(&view, &tip, &block, checked) {
+        let vouched = if signatures_checked {
+            vec![true; block.txs.len()]
+        } else {
+            self.shared.signatures_checked(&block.txs)
+        };
+        let executed = match chain.execute_checked(&view, &tip, &block, &vouched) {
             Ok(executed) => executed,
             Err(err) if err.is_local() => return Err(err.into()),
             Err(err) => {
@@ -1124,7 +1126,7 @@ mod tests {
             source
                 .commit(&built, &certificate, Durability::Synced)
                 .unwrap();
-            blocks.push(SyncedBlock::check(built.block, certificate, |_| false));
+            blocks.push(SyncedBlock::check(built.block, certificate, &[]));
         }
         (source, blocks)
     }
@@ -1235,12 +1237,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut d, _) = driver_for(dir.path(), &hub, &[1, 2]);
         for bad in [one_signer, forged] {
-            d.on_synced(SyncedBlock::check(block.clone(), bad, |_| false))
+            d.on_synced(SyncedBlock::check(block.clone(), bad, &[]))
                 .unwrap();
             assert!(d.catch_up.is_idle(), "not handed to the writer");
             assert_eq!(d.sync_tip().unwrap().height, Height::GENESIS);
         }
-        d.on_synced(SyncedBlock::check(block, certificate, |_| false))
+        d.on_synced(SyncedBlock::check(block, certificate, &[]))
             .unwrap();
         d.catch_up.settle().unwrap();
         assert_eq!(d.shared.chain.tip().unwrap().height, Height(1));
@@ -1260,12 +1262,14 @@ mod tests {
             Chain::new(storage, genesis.clone(), genesis.contracts().unwrap())
         };
         let set = source.validator_set().unwrap();
-        let synced = |tx: SignedTransaction, vouched: &dyn Fn(&SignedTransaction) -> bool| {
+        let synced = |tx: SignedTransaction,
+                      vouched: &dyn Fn(&[SignedTransaction]) -> Vec<bool>| {
             let time = Timestamp::from_system(SystemTime::now());
             let built = source.build_proposal(vec![tx], time, hub.public()).unwrap();
             assert_eq!(built.block.txs.len(), 1);
             let certificate = certify(&built.block.header, &set, std::slice::from_ref(&hub));
-            SyncedBlock::check(built.block, certificate, vouched)
+            let vouched = vouched(&built.block.txs);
+            SyncedBlock::check(built.block, certificate, &vouched)
         };
         let good = create_account_tx(&hub, 0, &Keypair::from_seed_for_tests(7), Role::Bidder);
         let mut forged = good.clone();
@@ -1273,7 +1277,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let (mut d, _) = driver_for(dir.path(), &hub, &[1]);
-        let refused = synced(forged.clone(), &|_| false);
+        let refused = synced(forged.clone(), &|_| Vec::new());
         assert!(!refused.signatures_checked());
         d.on_synced(refused).unwrap();
         assert_eq!(d.shared.chain.tip().unwrap().height, Height::GENESIS);
@@ -1283,10 +1287,10 @@ mod tests {
         // admits a forgery unchecked, to see that sync trusts that check and redoes none).
         let len = forged.encode().len();
         d.shared.admit(forged.clone(), len, TxSource::Peer).unwrap();
-        let vouched = synced(forged, &|tx| d.shared.signature_checked(tx));
+        let vouched = synced(forged, &|txs| d.shared.signatures_checked(txs));
         assert!(vouched.signatures_checked());
 
-        let good = synced(good, &|_| false);
+        let good = synced(good, &|_| Vec::new());
         assert!(good.signatures_checked());
         d.on_synced(good).unwrap();
         d.catch_up.settle().unwrap();

@@ -931,8 +931,8 @@ async fn check_synced(
                 {
                     continue;
                 }
-                let synced =
-                    SyncedBlock::check(block, certificate, |tx| shared.signature_checked(tx));
+                let vouched = shared.signatures_checked(&block.txs);
+                let synced = SyncedBlock::check(block, certificate, &vouched);
                 if inbox.send(Inbound::Synced(Box::new(synced))).is_err() {
                     return;
                 }
