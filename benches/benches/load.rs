@@ -19,7 +19,8 @@
 //! `LOAD_WARMUP_SECONDS` (10), `LOAD_MIX` `bids` | `accounts` | `mixed` (bids), `LOAD_BIDDERS` (the rate, at least 400),
 //! `LOAD_BATCH_MS` (0: one `POST /txs` per transaction; else every that many ms each node
 //! gets the transactions due since in one `POST /txs/batch`), `LOAD_MAX_WAIT_MS` (the
-//! nodes' `mempool.max_wait_ms`: 0, their default, never refuses clients as behind). A
+//! nodes' `mempool.max_wait_ms`: 0, their default, never refuses clients as behind),
+//! `LOAD_BLOCK_TXS` (the chain's `max_block_txs`: 5,000, genesis's default). A
 //! submission refused as `busy` is resent after `BUSY_BACKOFF`, as a client told to retry
 //! shortly would; latency still counts from when it was due. Needs the release
 //! `bidchain` binary (or `BIDCHAIN_BIN`). Writes `$CARGO_TARGET_DIR/bench-results/load.json`
@@ -115,6 +116,8 @@ struct Settings {
     batch_ms: u64,
     /// The nodes' `mempool.max_wait_ms`.
     max_wait_ms: u64,
+    /// The chain's `max_block_txs`.
+    block_txs: u32,
 }
 
 impl Settings {
@@ -142,6 +145,7 @@ impl Settings {
             bidders: env("LOAD_BIDDERS", rate_or_default.max(400) as usize),
             batch_ms: env("LOAD_BATCH_MS", 0),
             max_wait_ms: env("LOAD_MAX_WAIT_MS", DEFAULT_MAX_WAIT_MS),
+            block_txs: env("LOAD_BLOCK_TXS", ConsensusParams::default().max_block_txs),
         }
     }
 
@@ -811,6 +815,7 @@ async fn run(settings: Settings) -> serde_json::Value {
     spec.chain_id = "bidchain-load".to_owned();
     spec.consensus = ConsensusParams {
         block_interval_ms: 100,
+        max_block_txs: settings.block_txs,
         ..ConsensusParams::default()
     };
     spec.mempool = MempoolConfig {
@@ -1002,6 +1007,7 @@ async fn run(settings: Settings) -> serde_json::Value {
         "validators": settings.validators,
         "mix": format!("{:?}", settings.mix).to_lowercase(),
         "batch_ms": settings.batch_ms,
+        "max_block_txs": settings.block_txs,
         "max_wait_ms": settings.max_wait_ms,
         "offered_txs_per_s": settings.rate,
         "unpaced_window_txs": (settings.rate == 0).then_some(UNPACED_WINDOW_TXS),
