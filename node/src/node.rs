@@ -117,6 +117,7 @@ pub async fn run(
     let driver_thread = std::thread::Builder::new()
         .name("consensus".into())
         .spawn(move || {
+            // Refused, it is logged and the node runs on.
             priority::set_this_thread(consensus_nice);
             let result = driver.run(inbox, &driver_stop);
             let _ = driver_done_tx.send(());

@@ -50,20 +50,38 @@ impl From<Nice> for i32 {
     }
 }
 
-/// Sets the calling thread's nice value. Going below the current value needs
-/// `CAP_SYS_NICE` or an `RLIMIT_NICE` that allows it (systemd: `LimitNICE=`); refused,
-/// the thread keeps running at the priority it has, and the node says why.
-pub fn set_this_thread(nice: Nice) {
+/// Sets the calling thread's nice value; whether it was set. Going below the current
+/// value needs `CAP_SYS_NICE` or an `RLIMIT_NICE` that allows it (systemd: `LimitNICE=`);
+/// refused, the thread keeps running at the priority it has, and the node says why.
+#[cfg(target_os = "linux")]
+pub fn set_this_thread(nice: Nice) -> bool {
     let thread = rustix::thread::gettid();
     match rustix::process::setpriority_process(Some(thread), nice.get()) {
-        Ok(()) => tracing::info!(nice = nice.get(), "consensus thread priority set"),
-        Err(err) => tracing::warn!(
-            nice = nice.get(),
-            %err,
-            "cannot set the consensus thread's priority (a negative nice needs CAP_SYS_NICE \
-             or LimitNICE=); it runs at the node's, and heights slow down when the cores are busy"
-        ),
+        Ok(()) => {
+            tracing::info!(nice = nice.get(), "consensus thread priority set");
+            true
+        }
+        Err(err) => {
+            tracing::warn!(
+                nice = nice.get(),
+                %err,
+                "cannot set the consensus thread's priority (a negative nice needs \
+                 CAP_SYS_NICE or LimitNICE=); it runs at the node's, and heights slow down \
+                 when the cores are busy"
+            );
+            false
+        }
     }
+}
+
+/// Elsewhere (development builds) a nice value is per process, not per thread: left as is.
+#[cfg(not(target_os = "linux"))]
+pub fn set_this_thread(nice: Nice) -> bool {
+    tracing::info!(
+        nice = nice.get(),
+        "consensus thread priority is only set on Linux"
+    );
+    false
 }
 
 #[cfg(test)]
@@ -78,18 +96,15 @@ mod tests {
         assert_eq!(Nice::try_from(19).map(Nice::get).ok(), Some(19));
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_thread_gets_the_nice_value_it_asks_for_and_only_that_thread() {
         // Raising a nice value needs no privilege, and 19 is the highest there is.
         let own = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
         let before = own();
         let lowest = Nice(Nice::MAX);
-        let asked = std::thread::spawn(move || {
-            set_this_thread(lowest);
-            own()
-        })
-        .join();
-        assert!(matches!(asked, Ok(Ok(Nice::MAX))), "{asked:?}");
+        let asked = std::thread::spawn(move || (set_this_thread(lowest), own())).join();
+        assert!(matches!(asked, Ok((true, Ok(Nice::MAX)))), "{asked:?}");
         assert_eq!(own().ok(), before.ok(), "the other threads keep theirs");
     }
 }
