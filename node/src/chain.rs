@@ -271,12 +271,17 @@ impl Chain {
     }
 
     /// Checks a proposed block against the tip, checks the signatures of its transactions
-    /// not `vouched` for (see [`execute::verify_signatures`]) and
+    /// that `vouch` does not vouch for (see [`execute::verify_signatures`]; asked only once
+    /// the block's position holds) and
     /// re-executes it; every header field must match what this node computes. Whether its
     /// time is timely is the driver's call, made when the proposal arrives.
-    pub fn verify_proposal(&self, block: Block, vouched: &[bool]) -> Result<Proposal, ChainError> {
+    pub fn verify_proposal(
+        &self,
+        block: Block,
+        vouch: impl FnOnce(&[SignedTransaction]) -> Vec<bool>,
+    ) -> Result<Proposal, ChainError> {
         let tip = self.tip()?;
-        let executed = self.execute_checked(&self.storage, &tip, &block, vouched)?;
+        let executed = self.execute_checked(&self.storage, &tip, &block, vouch)?;
         self.check_state_root(block, executed)
     }
 
@@ -289,11 +294,11 @@ impl Chain {
         view: &V,
         tip: &Tip,
         block: &Block,
-        vouched: &[bool],
+        vouch: impl FnOnce(&[SignedTransaction]) -> Vec<bool>,
     ) -> Result<Executed, ChainError> {
         let got = &block.header;
         self.check_position(tip, got)?;
-        execute::verify_signatures(&block.txs, vouched)?;
+        execute::verify_signatures(&block.txs, &vouch(&block.txs))?;
         let env = self.env(tip, got.time, block.last_commit.clone());
         let executed = execute::execute_block(view, &self.contracts, &env, &block.txs)?;
         let expected = self.header_for(view, &env, &executed, got.proposer, got.state_root)?;
@@ -536,7 +541,10 @@ mod tests {
         assert_eq!(block.header.tx_root, merkle::root(&block.tx_leaves()));
         let honest = block.header.tx_root;
         block.header.tx_root = Hash::ZERO;
-        let refused = chain.chain.verify_proposal(block, &[]).unwrap_err();
+        let refused = chain
+            .chain
+            .verify_proposal(block, |_| Vec::new())
+            .unwrap_err();
         assert!(
             matches!(
                 refused,
@@ -561,13 +569,21 @@ mod tests {
             .build_proposal(vec![tx], time, hub.public())
             .unwrap();
         let block = proposal.block;
-        assert!(verifier.chain.verify_proposal(block.clone(), &[]).is_ok());
+        assert!(
+            verifier
+                .chain
+                .verify_proposal(block.clone(), |_| Vec::new())
+                .is_ok()
+        );
         let sender = StateKey::Account(AccountId::of(&hub.public())).to_bytes();
         verifier
             .chain
             .storage()
             .corrupt_state_for_tests(&sender, b"not an account");
-        let failed = verifier.chain.verify_proposal(block, &[]).unwrap_err();
+        let failed = verifier
+            .chain
+            .verify_proposal(block, |_| Vec::new())
+            .unwrap_err();
         assert!(
             matches!(failed, ChainError::Exec(ExecError::State(_))),
             "{failed}"

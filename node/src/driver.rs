@@ -692,8 +692,9 @@ impl Driver {
     /// Re-executes a block from a peer (or from this node's log). A transaction the mempool
     /// holds had its signature checked on admission; the others are checked here.
     fn verify(&self, block: Block) -> Result<Proposal, ChainError> {
-        let vouched = self.shared.signatures_checked(&block.txs);
-        self.shared.chain.verify_proposal(block, &vouched)
+        self.shared
+            .chain
+            .verify_proposal(block, |txs| self.shared.signatures_checked(txs))
     }
 
     /// Proposer-based timestamps ([`ConsensusParams::is_timely`]), at the proposal's
@@ -763,12 +764,14 @@ impl Driver {
             }
         };
         // Block sync checked the signatures, or found them in the mempool.
-        let vouched = if signatures_checked {
-            vec![true; block.txs.len()]
-        } else {
-            self.shared.signatures_checked(&block.txs)
+        let vouch = |txs: &[SignedTransaction]| {
+            if signatures_checked {
+                vec![true; txs.len()]
+            } else {
+                self.shared.signatures_checked(txs)
+            }
         };
-        let executed = match chain.execute_checked(&view, &tip, &block, &vouched) {
+        let executed = match chain.execute_checked(&view, &tip, &block, vouch) {
             Ok(executed) => executed,
             Err(err) if err.is_local() => return Err(err.into()),
             Err(err) => {
