@@ -22,10 +22,6 @@ pub struct Nice(i32);
 impl Nice {
     pub const MIN: i32 = -20;
     pub const MAX: i32 = 19;
-
-    pub fn get(self) -> i32 {
-        self.0
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,15 +51,16 @@ impl From<Nice> for i32 {
 /// refused, the thread keeps running at the priority it has, and the node says why.
 #[cfg(target_os = "linux")]
 pub fn set_this_thread(nice: Nice) -> bool {
+    let nice = i32::from(nice);
     let thread = rustix::thread::gettid();
-    match rustix::process::setpriority_process(Some(thread), nice.get()) {
+    match rustix::process::setpriority_process(Some(thread), nice) {
         Ok(()) => {
-            tracing::info!(nice = nice.get(), "consensus thread priority set");
+            tracing::info!(nice, "consensus thread priority set");
             true
         }
         Err(err) => {
             tracing::warn!(
-                nice = nice.get(),
+                nice,
                 %err,
                 "cannot set the consensus thread's priority (a negative nice needs \
                  CAP_SYS_NICE or LimitNICE=); it runs at the node's, and heights slow down \
@@ -78,7 +75,7 @@ pub fn set_this_thread(nice: Nice) -> bool {
 #[cfg(not(target_os = "linux"))]
 pub fn set_this_thread(nice: Nice) -> bool {
     tracing::info!(
-        nice = nice.get(),
+        nice = i32::from(nice),
         "consensus thread priority is only set on Linux"
     );
     false
@@ -92,8 +89,8 @@ mod tests {
     fn nice_values_outside_the_kernels_range_are_refused() {
         assert!(Nice::try_from(-21).is_err());
         assert!(Nice::try_from(20).is_err());
-        assert_eq!(Nice::try_from(-20).map(Nice::get).ok(), Some(-20));
-        assert_eq!(Nice::try_from(19).map(Nice::get).ok(), Some(19));
+        assert_eq!(Nice::try_from(-20).map(i32::from).ok(), Some(-20));
+        assert_eq!(Nice::try_from(19).map(i32::from).ok(), Some(19));
     }
 
     #[cfg(target_os = "linux")]
