@@ -815,7 +815,7 @@ mod tests {
 
     use super::*;
     use crate::chain::Chain;
-    use crate::mempool::Mempool;
+    use crate::mempool::{Admissible, Mempool};
     use crate::shared::TxSource;
     use crate::storage::Storage;
     use crate::testing::{certify, create_account_tx, genesis_for};
@@ -1288,8 +1288,8 @@ mod tests {
 
         // What the mempool holds had its signature checked on admission (here the test
         // admits a forgery unchecked, to see that sync trusts that check and redoes none).
-        let len = forged.encode().len();
-        d.shared.admit(forged.clone(), len, TxSource::Peer).unwrap();
+        let admissible = Admissible::new(forged.clone());
+        d.shared.admit(admissible, TxSource::Peer).unwrap();
         let vouched = synced(forged, &|txs| d.shared.signatures_checked(txs));
         assert!(vouched.signatures_checked());
 

@@ -19,6 +19,27 @@ use bidchain_runtime::ids::{AccountId, ChainId, Nonce};
 use bidchain_runtime::state::{Overlay, StateView};
 use bidchain_runtime::tx::{MAX_TX_BYTES, SignedTransaction, TxHash};
 
+/// A transaction on its way into the mempool, with its hash and encoded length worked
+/// out once by the caller, outside the mempool lock (hashing under it made every
+/// admission, and the consensus thread's lookups, wait on a second encoding).
+#[derive(Clone, Debug)]
+pub struct Admissible {
+    pub tx: SignedTransaction,
+    pub hash: TxHash,
+    pub encoded_len: usize,
+}
+
+impl Admissible {
+    pub fn new(tx: SignedTransaction) -> Admissible {
+        let (bytes, hash) = tx.encoded_with_hash();
+        Admissible {
+            tx,
+            hash,
+            encoded_len: bytes.len(),
+        }
+    }
+}
+
 /// Default bound on the transactions held.
 pub const DEFAULT_MAX_TXS: usize = 50_000;
 /// Default bound on the encoded bytes held.
@@ -295,11 +316,14 @@ impl Mempool {
     pub fn admit_verified<V: StateView + ?Sized>(
         &mut self,
         state: &V,
-        tx: SignedTransaction,
-        encoded_len: usize,
+        admissible: Admissible,
         now: Instant,
     ) -> Result<TxHash, AdmitError> {
-        let hash = tx.hash();
+        let Admissible {
+            tx,
+            hash,
+            encoded_len,
+        } = admissible;
         if self.by_hash.contains_key(&hash) {
             return Err(AdmitError::Duplicate(hash));
         }
@@ -563,6 +587,15 @@ mod tests {
         Instant::now()
     }
 
+    /// `tx` as admission sees it, with an encoded length the test chooses.
+    fn sized(tx: SignedTransaction, encoded_len: usize) -> Admissible {
+        Admissible {
+            hash: tx.hash(),
+            tx,
+            encoded_len,
+        }
+    }
+
     fn tx(key: &Keypair, nonce: u64) -> SignedTransaction {
         create_account_tx(
             key,
@@ -575,14 +608,14 @@ mod tests {
     #[test]
     fn admits_in_nonce_order_and_says_why_not() {
         let (mut pool, state, hub) = setup(3);
-        pool.admit_verified(&state, tx(&hub, 0), 100, now())
+        pool.admit_verified(&state, sized(tx(&hub, 0), 100), now())
             .unwrap();
         assert!(matches!(
-            pool.admit_verified(&state, tx(&hub, 0), 100, now()),
+            pool.admit_verified(&state, sized(tx(&hub, 0), 100), now()),
             Err(AdmitError::Duplicate(_))
         ));
         assert!(matches!(
-            pool.admit_verified(&state, tx(&hub, 2 + MAX_NONCE_AHEAD), 100, now()),
+            pool.admit_verified(&state, sized(tx(&hub, 2 + MAX_NONCE_AHEAD), 100), now()),
             Err(AdmitError::NonceGap {
                 expected: Nonce(1),
                 ..
@@ -595,20 +628,20 @@ mod tests {
             Err(AdmitError::Full { .. })
         ));
         let err = pool
-            .admit_verified(&state, tx(&hub, 1), MAX_TX_BYTES + 1, now())
+            .admit_verified(&state, sized(tx(&hub, 1), MAX_TX_BYTES + 1), now())
             .unwrap_err();
         assert_eq!(err.code(), "tx_too_large");
-        pool.admit_verified(&state, tx(&hub, 1), 100, now())
+        pool.admit_verified(&state, sized(tx(&hub, 1), 100), now())
             .unwrap();
-        pool.admit_verified(&state, tx(&hub, 2), 100, now())
+        pool.admit_verified(&state, sized(tx(&hub, 2), 100), now())
             .unwrap();
         assert!(matches!(
-            pool.admit_verified(&state, tx(&hub, 3), 100, now()),
+            pool.admit_verified(&state, sized(tx(&hub, 3), 100), now()),
             Err(AdmitError::Full { .. })
         ));
         let stranger = Keypair::from_seed_for_tests(77);
         let err = Mempool::new(MempoolConfig::default(), genesis_for(&[1], &[]).chain_id)
-            .admit_verified(&state, tx(&stranger, 0), 100, now())
+            .admit_verified(&state, sized(tx(&stranger, 0), 100), now())
             .unwrap_err();
         assert_eq!(err.code(), "unknown_sender");
         let reaped: Vec<_> = pool.reap(10, 1 << 20).iter().map(|t| t.tx.nonce).collect();
@@ -621,9 +654,9 @@ mod tests {
     fn commit_removes_included_and_stale() {
         let (mut pool, state, hub) = setup(3);
         let first = tx(&hub, 0);
-        pool.admit_verified(&state, first.clone(), 100, now())
+        pool.admit_verified(&state, sized(first.clone(), 100), now())
             .unwrap();
-        pool.admit_verified(&state, tx(&hub, 1), 100, now())
+        pool.admit_verified(&state, sized(tx(&hub, 1), 100), now())
             .unwrap();
         // Nothing committed yet and the state still says nonce 0: both stay.
         pool.update_after_commit(&state, &[], now());
@@ -644,7 +677,7 @@ mod tests {
         let (mut pool, state, hub) = setup(DEFAULT_MAX_TXS);
         let hub_id = AccountId::of(&hub.public());
         for nonce in [3, 1] {
-            pool.admit_verified(&state, tx(&hub, nonce), 100, now())
+            pool.admit_verified(&state, sized(tx(&hub, nonce), 100), now())
                 .unwrap();
         }
         assert_eq!(pool.len(), 2);
@@ -652,13 +685,13 @@ mod tests {
         assert!(pool.reap(10, 1 << 20).is_empty());
         assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(0)));
         assert_eq!(
-            pool.admit_verified(&state, tx(&hub, 1), 100, now())
+            pool.admit_verified(&state, sized(tx(&hub, 1), 100), now())
                 .unwrap_err()
                 .code(),
             "duplicate"
         );
         // Nonce 0 fills the first gap: 0 and 1 are includable, 3 still waits on 2.
-        pool.admit_verified(&state, tx(&hub, 0), 100, now())
+        pool.admit_verified(&state, sized(tx(&hub, 0), 100), now())
             .unwrap();
         assert!(pool.has_includable());
         assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(2)));
@@ -667,7 +700,7 @@ mod tests {
         assert_eq!(reaped, vec![Nonce(0), Nonce(1)]);
         let cut: Vec<_> = pool.reap(1, 1 << 20).iter().map(|t| t.tx.nonce).collect();
         assert_eq!(cut, vec![Nonce(0)]);
-        pool.admit_verified(&state, tx(&hub, 2), 100, now())
+        pool.admit_verified(&state, sized(tx(&hub, 2), 100), now())
             .unwrap();
         assert_eq!(pool.next_nonce(&hub_id), Some(Nonce(4)));
         assert_eq!(pool.reap(10, 1 << 20).len(), 4);
@@ -678,11 +711,11 @@ mod tests {
     fn held_transactions_take_at_most_a_quarter_of_the_pool() {
         let (mut pool, state, hub) = setup(8);
         for nonce in [2, 3] {
-            pool.admit_verified(&state, tx(&hub, nonce), 100, now())
+            pool.admit_verified(&state, sized(tx(&hub, nonce), 100), now())
                 .unwrap();
         }
         let err = pool
-            .admit_verified(&state, tx(&hub, 4), 100, now())
+            .admit_verified(&state, sized(tx(&hub, 4), 100), now())
             .unwrap_err();
         assert!(
             matches!(err, AdmitError::TooManyHeld { held: 2, .. }),
@@ -691,7 +724,7 @@ mod tests {
         assert_eq!(err.code(), "nonce_gap");
         // What fills the gap still gets in, and then so does the rest.
         for nonce in [0, 1, 4] {
-            pool.admit_verified(&state, tx(&hub, nonce), 100, now())
+            pool.admit_verified(&state, sized(tx(&hub, nonce), 100), now())
                 .unwrap();
         }
         assert_eq!(pool.reap(10, 1 << 20).len(), 5);
@@ -700,14 +733,14 @@ mod tests {
     #[test]
     fn a_gap_that_never_fills_is_dropped_after_max_held_commits() {
         let (mut pool, state, hub) = setup(DEFAULT_MAX_TXS);
-        pool.admit_verified(&state, tx(&hub, 2), 100, now())
+        pool.admit_verified(&state, sized(tx(&hub, 2), 100), now())
             .unwrap();
         for _ in 0..MAX_HELD_COMMITS - 1 {
             pool.update_after_commit(&state, &[], now());
         }
         assert_eq!(pool.len(), 1);
         // Filling part of the gap does not restart the clock on what still waits.
-        pool.admit_verified(&state, tx(&hub, 0), 100, now())
+        pool.admit_verified(&state, sized(tx(&hub, 0), 100), now())
             .unwrap();
         pool.update_after_commit(&state, &[], now());
         assert_eq!(pool.len(), 1, "the includable one stays");
@@ -729,18 +762,19 @@ mod tests {
         let (t0, ms) = (Instant::now(), Duration::from_millis);
         let max_wait = ms(bounded.max_wait_ms);
         let first = tx(&keys[0], 0);
-        pool.admit_verified(&state, first.clone(), 100, t0).unwrap();
-        pool.admit_verified(&state, tx(&keys[1], 0), 100, t0 + ms(1_000))
+        pool.admit_verified(&state, sized(first.clone(), 100), t0)
+            .unwrap();
+        pool.admit_verified(&state, sized(tx(&keys[1], 0), 100), t0 + ms(1_000))
             .unwrap();
         // The third sender's second transaction waits on a gap: not in line yet.
-        pool.admit_verified(&state, tx(&keys[2], 1), 100, t0)
+        pool.admit_verified(&state, sized(tx(&keys[2], 1), 100), t0)
             .unwrap();
         pool.check_pace(t0 + max_wait).unwrap();
         let err = pool.check_pace(t0 + max_wait + ms(1)).unwrap_err();
         assert!(matches!(err, AdmitError::Backlogged { .. }), "{err}");
         assert_eq!(err.code(), "busy");
         // Its gap fills late: both of that sender's are queued from then, at the back.
-        pool.admit_verified(&state, tx(&keys[2], 0), 100, t0 + max_wait)
+        pool.admit_verified(&state, sized(tx(&keys[2], 0), 100), t0 + max_wait)
             .unwrap();
         // The first leaves with its block: the next in line arrived a second later.
         pool.update_after_commit(&state, &[(first.hash(), ids[0])], t0 + max_wait);
@@ -758,7 +792,7 @@ mod tests {
         pool.check_pace(t0 + max_wait * 10).unwrap();
         // With the bound off (the default), a standing line is not refused.
         let mut pool = Mempool::new(MempoolConfig::default(), genesis.chain_id.clone());
-        pool.admit_verified(&state, first, 100, t0).unwrap();
+        pool.admit_verified(&state, sized(first, 100), t0).unwrap();
         pool.check_pace(t0 + max_wait * 10).unwrap();
     }
 
@@ -773,7 +807,7 @@ mod tests {
         );
         // A's nonce 2 arrives first and waits on 1; B's comes next, then A's nonce 0.
         for t in [tx(&a, 2), tx(&b, 0), tx(&a, 0)] {
-            pool.admit_verified(&state, t, 100, now()).unwrap();
+            pool.admit_verified(&state, sized(t, 100), now()).unwrap();
         }
         let reaped: Vec<_> = pool.reap(10, 1 << 20).iter().map(|t| t.tx.sender).collect();
         assert_eq!(reaped, vec![b.public(), a.public()]);
@@ -790,9 +824,10 @@ mod tests {
         );
         let hub_txs: Vec<_> = (0..3).map(|n| tx(&hub, n)).collect();
         for t in &hub_txs {
-            pool.admit_verified(&state, t.clone(), 100, now()).unwrap();
+            pool.admit_verified(&state, sized(t.clone(), 100), now())
+                .unwrap();
         }
-        pool.admit_verified(&state, tx(&bidder, 0), 100, now())
+        pool.admit_verified(&state, sized(tx(&bidder, 0), 100), now())
             .unwrap();
         // A block with the hub's first transaction: the state's hub nonce moves to 1.
         let hub_id = AccountId::of(&hub.public());

@@ -25,7 +25,7 @@ use bidchain_trading::ids::{Digest, TenderId};
 
 use crate::api::*;
 use crate::chain::Chain;
-use crate::mempool::AdmitError;
+use crate::mempool::{Admissible, AdmitError};
 use crate::proofs::{self, ProofError};
 use crate::shared::{Shared, TxSource};
 use crate::storage::Commits;
@@ -166,7 +166,7 @@ async fn submit_tx(
     tx.verify_signature()
         .map_err(|e| refused(ApiError::bad_request("bad_signature", e)))?;
     let tx_hash = shared
-        .admit(tx, body.len(), TxSource::Client)
+        .admit(Admissible::new(tx), TxSource::Client)
         .map_err(|e| refused(ApiError::refused(&e)))?;
     tracing::debug!(%tx_hash, "admitted transaction");
     let body = SubmitResponse {

@@ -9,7 +9,7 @@ use bidchain_runtime::execute::TxInvalid;
 use bidchain_runtime::tx::{SignedTransaction, TxHash};
 
 use crate::chain::{Chain, Proposal};
-use crate::mempool::{AdmitError, Mempool};
+use crate::mempool::{Admissible, AdmitError, Mempool};
 
 /// Transactions admitted from clients and not yet gossiped to the other validators; past
 /// this, a transaction stays in this node's mempool only (it is still proposed from here).
@@ -116,17 +116,11 @@ impl Shared {
     }
 
     /// Admits a transaction whose signature the caller has verified.
-    pub fn admit(
-        &self,
-        tx: SignedTransaction,
-        encoded_len: usize,
-        source: TxSource,
-    ) -> Result<TxHash, AdmitError> {
-        let gossip = (source == TxSource::Client).then(|| (tx.clone(), encoded_len));
+    pub fn admit(&self, tx: Admissible, source: TxSource) -> Result<TxHash, AdmitError> {
+        let gossip = (source == TxSource::Client).then(|| (tx.tx.clone(), tx.encoded_len));
         let hash = self.mempool().admit_verified(
             &self.chain.storage().without_filling(),
             tx,
-            encoded_len,
             Instant::now(),
         )?;
         self.metrics.txs_admitted.fetch_add(1, Ordering::Relaxed);
@@ -154,13 +148,14 @@ impl Shared {
         self.count_signature_checks(txs.len());
         txs.into_iter()
             .map(|tx| {
-                let (bytes, hash) = tx.encoded_with_hash();
+                let tx = Admissible::new(tx);
+                let hash = tx.hash;
                 let signed = all_good || {
                     self.count_signature_checks(1);
-                    tx.verify_signature().is_ok()
+                    tx.tx.verify_signature().is_ok()
                 };
                 let outcome = if signed {
-                    self.admit(tx, bytes.len(), source).map(|_| ())
+                    self.admit(tx, source).map(|_| ())
                 } else {
                     Err(AdmitError::Invalid(TxInvalid::BadSignature))
                 };
