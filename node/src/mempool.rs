@@ -21,12 +21,13 @@ use bidchain_runtime::tx::{MAX_TX_BYTES, SignedTransaction, TxHash};
 
 /// A transaction on its way into the mempool, with its hash and encoded length worked
 /// out once by the caller, outside the mempool lock (hashing under it made every
-/// admission, and the consensus thread's lookups, wait on a second encoding).
+/// admission, and the consensus thread's lookups, wait on a second encoding). Built only
+/// by [`Admissible::new`] outside this crate, so the hash is the transaction's.
 #[derive(Clone, Debug)]
 pub struct Admissible {
-    pub tx: SignedTransaction,
-    pub hash: TxHash,
-    pub encoded_len: usize,
+    pub(crate) tx: SignedTransaction,
+    pub(crate) hash: TxHash,
+    pub(crate) encoded_len: usize,
 }
 
 impl Admissible {
