@@ -8,7 +8,9 @@
 //! instance, instances at once, every byte string crossing the host boundary.
 //!
 //! A module is compiled once ([`ContractEngine::compile`]) into an `InstancePre` whose
-//! imports are resolved; a call then costs a store, a pooled instance and the call itself.
+//! imports are resolved. A block's calls run in a [`CallSession`], which keeps each
+//! contract's instance for the block's next call to it when the call left nothing the next
+//! one could see; otherwise a call costs a store, a pooled instance and the call itself.
 //!
 //! Contract ABI (imports from module `env`, all lengths and pointers `i32`):
 //!
@@ -29,7 +31,8 @@
 //! | `abort(msg, msg_len)` | stop; the message is the rejection reason |
 //!
 //! and exports `memory`, `alloc(len) -> ptr` (where the host writes the input) and
-//! `call(ptr, len)`.
+//! `call(ptr, len)`. `alloc` starts a call: a contract's allocator starts over there, since
+//! the instance may be the one its previous call in the block ran in.
 
 use std::collections::BTreeMap;
 
@@ -38,7 +41,7 @@ use sha2::{Digest, Sha256};
 use crate::hash::Hash;
 use wasmtime::{
     Caller, Config, Enabled, Engine, Extern, InstanceAllocationStrategy, InstancePre, Linker,
-    Memory, Module, ModuleExport, PoolingAllocationConfig, Store, Trap,
+    Memory, Module, ModuleExport, PoolingAllocationConfig, Store, Trap, TypedFunc,
 };
 
 /// Fuel one call may burn (about one unit per wasm instruction).
@@ -196,6 +199,7 @@ impl std::fmt::Debug for Called {
 
 struct HostState {
     context: CallContext,
+    /// The call's view of storage; [`NoCall`] between the calls of a kept instance.
     storage: Box<dyn ContractStorage>,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     events: Vec<ContractEvent>,
@@ -203,6 +207,54 @@ struct HostState {
     /// The instance's exported memory for the host functions, set once instantiated (see
     /// [`AbiExports`]).
     memory: Option<Memory>,
+}
+
+impl HostState {
+    fn new(context: CallContext, storage: Box<dyn ContractStorage>) -> HostState {
+        HostState {
+            context,
+            storage,
+            writes: BTreeMap::new(),
+            events: Vec::new(),
+            output: Vec::new(),
+            memory: None,
+        }
+    }
+
+    /// Makes a kept instance's state the next call's.
+    fn lend(&mut self, context: CallContext, storage: Box<dyn ContractStorage>) {
+        self.context = context;
+        self.storage = storage;
+    }
+
+    /// The storage view handed in and what the call wrote, emitted and returned; leaves
+    /// the state empty for a next call.
+    fn give_back(&mut self) -> (Box<dyn ContractStorage>, CallOutcome) {
+        let storage = std::mem::replace(&mut self.storage, Box::new(NoCall));
+        let outcome = CallOutcome {
+            writes: std::mem::take(&mut self.writes),
+            events: std::mem::take(&mut self.events),
+            output: std::mem::take(&mut self.output),
+        };
+        (storage, outcome)
+    }
+}
+
+/// The storage of a kept instance between calls: no code runs there, so nothing reads it.
+struct NoCall;
+
+impl ContractStorage for NoCall {
+    fn get(&self, _contract: &str, _key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        Err("no call in progress".into())
+    }
+
+    fn seed_at(&self, _height: u64) -> Result<Option<[u8; 32]>, String> {
+        Err("no call in progress".into())
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
 }
 
 /// A host-side stop, carried through wasmtime's error to the caller.
@@ -332,8 +384,15 @@ impl ContractEngine {
         Ok(ContractModule { pre, exports })
     }
 
-    /// Calls `module` with `input`. On success the writes are returned for the caller to
-    /// apply; on any error nothing was written. `storage` comes back either way.
+    /// The calls of one block (see [`CallSession`]).
+    pub fn session(&self) -> CallSession<'_> {
+        CallSession {
+            engine: self,
+            kept: BTreeMap::new(),
+        }
+    }
+
+    /// Calls `module` with `input` in a fresh instance: a session of one call.
     pub fn call(
         &self,
         module: &ContractModule,
@@ -341,26 +400,101 @@ impl ContractEngine {
         storage: Box<dyn ContractStorage>,
         input: &[u8],
     ) -> Called {
-        let state = HostState {
-            context,
-            storage,
-            writes: BTreeMap::new(),
-            events: Vec::new(),
-            output: Vec::new(),
-            memory: None,
+        self.session().call(module, context, storage, input)
+    }
+}
+
+/// The calls of one block. A call runs in the instance its contract's previous call in the
+/// session left, if any, rather than in a new one: instantiating and having the pool reset
+/// the memory afterwards (a system call) were a sixth of a validator's consensus thread at
+/// capacity.
+///
+/// A call must see nothing of an earlier one, so an instance is kept only if its call
+/// left nothing behind that the next call could observe:
+/// - the call succeeded (a trap, an abort or running out of fuel stop the contract with
+///   its stack pointer and allocator wherever they were);
+/// - its memory did not grow (the allocator's branches, and so the fuel a call burns,
+///   follow the memory's size);
+/// - instantiating it ran no code (a start function's fuel would be the first call's only).
+///
+/// The contract's allocator starts over at every call (in `alloc`, see the SDK), and the
+/// contracts keep nothing else in statics, so what remains is bytes in memory that no
+/// allocation reads before writing. Were a contract to break that rule, consensus would
+/// still hold: every validator executes a block in a new session, calling in the block's
+/// order.
+pub struct CallSession<'m> {
+    engine: &'m ContractEngine,
+    /// By the module's address: the session borrows each module it calls for all of its
+    /// life, so no other module can take that address meanwhile.
+    kept: BTreeMap<usize, Kept>,
+}
+
+impl std::fmt::Debug for CallSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallSession")
+            .field("kept", &self.kept.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An instance between two calls of a session.
+struct Kept {
+    store: Store<HostState>,
+    live: Live,
+}
+
+/// An instance's ABI exports.
+struct Live {
+    alloc: TypedFunc<i32, i32>,
+    call: TypedFunc<(i32, i32), ()>,
+    memory: Memory,
+    /// Its memory's size once instantiated: a call that grew it ends the instance.
+    initial_bytes: usize,
+    /// Whether instantiating it ran code (a start function): such an instance serves
+    /// one call.
+    ran_on_start: bool,
+}
+
+impl<'m> CallSession<'m> {
+    /// Calls `module` with `input`. On success the writes are returned for the caller to
+    /// apply; on any error nothing was written. `storage` comes back either way.
+    pub fn call(
+        &mut self,
+        module: &'m ContractModule,
+        context: CallContext,
+        storage: Box<dyn ContractStorage>,
+        input: &[u8],
+    ) -> Called {
+        if input.len() > MAX_INPUT_BYTES {
+            // Refused before any code runs, with a whole call's fuel.
+            let error = format!("input of {} bytes is over {MAX_INPUT_BYTES}", input.len());
+            return Called {
+                storage,
+                fuel_used: FUEL_PER_CALL,
+                result: Err(ContractError::Limit(error)),
+            };
+        }
+        let key = std::ptr::from_ref(module).addr();
+        let (mut store, live) = match self.kept.remove(&key) {
+            Some(Kept { mut store, live }) => {
+                store.data_mut().lend(context, storage);
+                (store, Some(live))
+            }
+            None => {
+                let state = HostState::new(context, storage);
+                (Store::new(&self.engine.engine, state), None)
+            }
         };
-        let mut store = Store::new(&self.engine, state);
-        let result = run(&mut store, module, input);
+        let (result, keep) = run(&mut store, module, live, input);
         let fuel_left = store.get_fuel().unwrap_or(0);
-        let state = store.into_data();
+        let (storage, outcome) = store.data_mut().give_back();
+        if let Some(live) = keep {
+            self.kept.insert(key, Kept { store, live });
+        }
         Called {
-            storage: state.storage,
+            storage,
             fuel_used: FUEL_PER_CALL.saturating_sub(fuel_left),
-            result: result.map(|()| CallOutcome {
-                writes: state.writes,
-                events: state.events,
-                output: state.output,
-            }),
+            result: result.map(|()| outcome),
         }
     }
 }
@@ -410,20 +544,34 @@ impl Contracts {
     }
 }
 
+/// Runs one call in `live`, or in a new instance if none; returns the instance if the
+/// next call may use it (see [`CallSession`]).
 fn run(
     store: &mut Store<HostState>,
     module: &ContractModule,
+    live: Option<Live>,
     input: &[u8],
-) -> Result<(), ContractError> {
-    if input.len() > MAX_INPUT_BYTES {
-        return Err(ContractError::Limit(format!(
-            "input of {} bytes is over {MAX_INPUT_BYTES}",
-            input.len()
-        )));
+) -> (Result<(), ContractError>, Option<Live>) {
+    if let Err(e) = store.set_fuel(FUEL_PER_CALL) {
+        return (Err(ContractError::Host(e.to_string())), None);
     }
-    store
-        .set_fuel(FUEL_PER_CALL)
-        .map_err(|e| ContractError::Host(e.to_string()))?;
+    let live = match live {
+        Some(live) => live,
+        None => match instantiate(store, module) {
+            Ok(live) => live,
+            Err(error) => return (Err(error), None),
+        },
+    };
+    let result = call_with_input(store, &live, input);
+    let unchanged = live.memory.data_size(&*store) == live.initial_bytes;
+    let keep = result.is_ok() && unchanged && !live.ran_on_start;
+    (result, keep.then_some(live))
+}
+
+fn instantiate(
+    store: &mut Store<HostState>,
+    module: &ContractModule,
+) -> Result<Live, ContractError> {
     let instance = module.pre.instantiate(&mut *store).map_err(classify)?;
     let exports = &module.exports;
     let func = |store: &mut Store<HostState>, export, name| {
@@ -445,14 +593,32 @@ fn run(
         .and_then(Extern::into_memory)
         .ok_or_else(|| ContractError::InvalidModule("`memory` is not a memory".into()))?;
     store.data_mut().memory = Some(memory);
+    let fuel_left = store
+        .get_fuel()
+        .map_err(|e| ContractError::Host(e.to_string()))?;
+    Ok(Live {
+        alloc,
+        call,
+        memory,
+        initial_bytes: memory.data_size(&*store),
+        ran_on_start: fuel_left != FUEL_PER_CALL,
+    })
+}
+
+/// Writes `input` where the contract's `alloc` says and calls it.
+fn call_with_input(
+    store: &mut Store<HostState>,
+    live: &Live,
+    input: &[u8],
+) -> Result<(), ContractError> {
     let len = i32::try_from(input.len()).map_err(|_| ContractError::Limit("input".into()))?;
-    let ptr = alloc.call(&mut *store, len).map_err(classify)?;
+    let ptr = live.alloc.call(&mut *store, len).map_err(classify)?;
     let offset = usize::try_from(ptr)
         .map_err(|_| ContractError::Trap("alloc returned a negative pointer".into()))?;
-    memory
+    live.memory
         .write(&mut *store, offset, input)
         .map_err(|_| ContractError::Trap("alloc returned memory out of bounds".into()))?;
-    call.call(&mut *store, (ptr, len)).map_err(classify)
+    live.call.call(&mut *store, (ptr, len)).map_err(classify)
 }
 
 /// Turns wasmtime's error into the reason the receipt names. Only traps and the host's
@@ -828,14 +994,17 @@ mod tests {
         )
     }
 
+    fn storage() -> Box<MapStorage> {
+        Box::new(MapStorage(BTreeMap::from([(
+            b"key".to_vec(),
+            b"old".to_vec(),
+        )])))
+    }
+
     fn called(wat: &str, input: &[u8]) -> Result<Called, ContractError> {
         let engine = ContractEngine::new().unwrap();
         let module = engine.compile(&wat::parse_str(wat).unwrap())?;
-        let storage = Box::new(MapStorage(BTreeMap::from([(
-            b"key".to_vec(),
-            b"old".to_vec(),
-        )])));
-        Ok(engine.call(&module, context(), storage, input))
+        Ok(engine.call(&module, context(), storage(), input))
     }
 
     fn call(wat: &str, input: &[u8]) -> Result<CallOutcome, ContractError> {
@@ -966,5 +1135,65 @@ mod tests {
         assert_eq!(a.result, b.result);
         assert_eq!(a.fuel_used, b.fuel_used);
         assert_eq!(a.result.unwrap().output, b"input");
+    }
+
+    /// The outputs (first byte) and fuel of `inputs` called in one session of `wat`.
+    fn in_one_session(wat: &str, inputs: &[&[u8]]) -> Vec<(Option<u8>, u64)> {
+        let engine = ContractEngine::new().unwrap();
+        let module = engine.compile(&wat::parse_str(wat).unwrap()).unwrap();
+        let mut session = engine.session();
+        inputs
+            .iter()
+            .map(|input| {
+                let called = session.call(&module, context(), storage(), input);
+                let output = called.result.ok().map(|outcome| outcome.output[0]);
+                (output, called.fuel_used)
+            })
+            .collect()
+    }
+
+    /// Counts its calls in a global (which contracts must not do: it shows which calls
+    /// shared an instance); input `a` aborts, `g` grows memory by a page.
+    const COUNTER: &str = r#"
+        (global.set $n (i32.add (global.get $n) (i32.const 1)))
+        (i32.store8 (i32.const 2048) (global.get $n))
+        (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 97))
+          (then (call $abort (i32.const 32) (i32.const 15))))
+        (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 103))
+          (then (drop (memory.grow (i32.const 1)))))
+        (call $out (i32.const 2048) (i32.const 1))"#;
+
+    #[test]
+    fn a_session_keeps_an_instance_only_while_its_calls_leave_nothing_behind() {
+        let wat = module("(global $n (mut i32) (i32.const 0))", COUNTER);
+        let inputs: [&[u8]; 7] = [b"x", b"x", b"a", b"x", b"g", b"x", b"x"];
+        let seen = in_one_session(&wat, &inputs);
+        let outputs: Vec<_> = seen.iter().map(|(output, _)| *output).collect();
+        // Kept after a success; a new instance after the abort and after the growth.
+        let expected = [Some(1), Some(2), None, Some(1), Some(2), Some(1), Some(2)];
+        assert_eq!(outputs, expected);
+        let plain: Vec<u64> = inputs
+            .iter()
+            .zip(&seen)
+            .filter(|(input, _)| **input == b"x")
+            .map(|(_, (_, fuel))| *fuel)
+            .collect();
+        assert!(
+            plain.iter().all(|fuel| *fuel == plain[0]),
+            "a kept instance burns what a new one does: {plain:?}"
+        );
+        assert_eq!(called(&wat, b"x").unwrap().result.unwrap().output, [1]);
+    }
+
+    #[test]
+    fn an_instance_whose_start_function_ran_serves_one_call() {
+        let start = "(global $n (mut i32) (i32.const 0))
+            (func $init (global.set $n (i32.add (global.get $n) (i32.const 1)))) (start $init)";
+        let seen = in_one_session(&module(start, COUNTER), &[b"x", b"x"]);
+        assert_eq!(
+            seen[0], seen[1],
+            "the second call had an instance of its own"
+        );
+        assert_eq!(seen[0].0, Some(2));
     }
 }

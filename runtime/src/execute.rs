@@ -10,7 +10,7 @@ use bidchain_trading::Decode as _;
 use crate::block::{BlockHash, CertificateError, CommitCertificate};
 use crate::bounded::BoundedString;
 use crate::contract::{
-    CallContext, Called, ContractError, ContractEvent, ContractStorage, Contracts,
+    CallContext, CallSession, Called, ContractError, ContractEvent, ContractStorage, Contracts,
 };
 use crate::crypto::{self, PublicKey};
 use crate::hash::Hash;
@@ -263,6 +263,8 @@ fn kept_seed<V: StateView + ?Sized>(
 struct BlockCtx<'a> {
     env: &'a BlockEnv,
     contracts: &'a Contracts,
+    /// The block's contract calls, in its order: the same on every validator.
+    calls: CallSession<'a>,
     seed: Hash,
 }
 
@@ -282,9 +284,10 @@ pub fn execute_block<V: StateView + Clone + Send + 'static>(
     check_last_commit(&mut state, env)?;
     let seed = block_seed(env);
     state.put(seed_slot(env.height), &(env.height, seed));
-    let ctx = BlockCtx {
+    let mut ctx = BlockCtx {
         env,
         contracts,
+        calls: contracts.engine().session(),
         seed,
     };
     let mut receipts: Vec<Receipt> = Vec::with_capacity(txs.len());
@@ -294,7 +297,7 @@ pub fn execute_block<V: StateView + Clone + Send + 'static>(
             let reason = TxInvalid::BlockFuelSpent { used: fuel };
             return Err(ExecError::InvalidTx { index, reason });
         }
-        let receipt = execute_tx(&mut state, &ctx, index, stx)?;
+        let receipt = execute_tx(&mut state, &mut ctx, index, stx)?;
         fuel = fuel.saturating_add(receipt.fuel_used);
         receipts.push(receipt);
     }
@@ -306,7 +309,7 @@ pub fn execute_block<V: StateView + Clone + Send + 'static>(
 
 fn execute_tx<V: StateView + Clone + Send + 'static>(
     state: &mut Overlay<'_, V>,
-    ctx: &BlockCtx<'_>,
+    ctx: &mut BlockCtx<'_>,
     index: usize,
     stx: &SignedTransaction,
 ) -> Result<Receipt, ExecError> {
@@ -366,7 +369,7 @@ impl From<Rejection> for ApplyError {
 
 fn apply<V: StateView + Clone + Send + 'static>(
     state: &mut Overlay<'_, V>,
-    ctx: &BlockCtx<'_>,
+    ctx: &mut BlockCtx<'_>,
     sender: &Account,
     stx: &SignedTransaction,
     tx_hash: TxHash,
@@ -407,7 +410,7 @@ impl<V: StateView + Send + 'static> ContractStorage for CallView<V> {
 
 fn apply_call<V: StateView + Clone + Send + 'static>(
     state: &mut Overlay<'_, V>,
-    ctx: &BlockCtx<'_>,
+    ctx: &mut BlockCtx<'_>,
     (sender, tx_hash): (&Account, TxHash),
     call: &ContractCall,
     fuel_used: &mut u64,
@@ -434,10 +437,7 @@ fn apply_call<V: StateView + Clone + Send + 'static>(
         storage,
         fuel_used: fuel,
         result,
-    } = ctx
-        .contracts
-        .engine()
-        .call(module, context, view, &call.input);
+    } = ctx.calls.call(module, context, view, &call.input);
     *fuel_used = fuel;
     let view = storage
         .into_any()

@@ -13,6 +13,7 @@ use bidchain_node::proofs;
 use bidchain_node::testing::{TEST_GENESIS_MS, TestChain, chain_id, genesis_for};
 use bidchain_runtime::BoundedString;
 use bidchain_runtime::block::Block;
+use bidchain_runtime::contract::{CallContext, ContractStorage};
 use bidchain_runtime::crypto::Keypair;
 use bidchain_runtime::execute::{BlockEnv, block_seed};
 use bidchain_runtime::ids::Nonce;
@@ -729,4 +730,90 @@ fn a_tender_takes_the_most_bidders_it_may_and_refuses_the_next() {
     let r = w.commit(vec![submit(&mut bidders[last], last, true)], 2 * S);
     ok(&r[0]);
     assert_eq!(w.bid(&id, &bidders[last]).version, 2);
+}
+
+/// Committed contract storage, as execution lends it to a call.
+struct Committed(bidchain_node::storage::Storage);
+
+impl ContractStorage for Committed {
+    fn get(&self, contract: &str, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        StateView::get(&self.0, &contract_key(contract, key)).map_err(|e| e.to_string())
+    }
+
+    fn seed_at(&self, _height: u64) -> Result<Option<[u8; 32]>, String> {
+        Ok(None)
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+/// A block's calls to the real tender contract give the same outcomes and burn the same
+/// fuel whether they share instances (as execution runs them) or each has a new one,
+/// around a refused call (whose instance is let go) in the middle.
+#[test]
+fn calls_sharing_an_instance_do_what_calls_in_new_ones_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Party::new(1);
+    let genesis = genesis_for(&[1], &[]);
+    let contracts = genesis.contracts().unwrap();
+    let chain = TestChain::open(dir.path(), genesis, hub.key.clone()).unwrap();
+    let w = World { _dir: dir, chain };
+    let mut center = Party::new(10);
+    w.commit(vec![hub.create(&center, Role::Center)], S / 10)
+        .iter()
+        .for_each(ok);
+    let bidders: Vec<Party> = (0..6).map(|i| Party::new(2_000 + i)).collect();
+    let id = TenderId::new("JS-2026-0300").unwrap();
+    let mut txs = vec![center.call(names::TENDER, &TenderCall::Create(params(&id)))];
+    for (i, b) in bidders.iter().enumerate() {
+        txs.push(center.create(b, Role::Bidder));
+        let register = TenderCall::RegisterBidder {
+            bidder: trading::account_key(&b.key.public()),
+            unit: trading::unit_id(&format!("unit-{i}")),
+        };
+        txs.push(center.call(names::TENDER, &register));
+    }
+    w.commit(txs, S / 5).iter().for_each(ok);
+
+    let mut calls: Vec<(&Party, Vec<u8>)> = bidders
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let bid = sealed(b, &id, i, &file(i));
+            let submit = TenderCall::Submit {
+                tender: id.clone(),
+                bid,
+            };
+            (b, submit.encode())
+        })
+        .collect();
+    calls.insert(3, (&bidders[0], vec![0xff, 1, 2]));
+    let module = contracts.module(names::TENDER).unwrap();
+    let engine = contracts.engine();
+    let mut session = engine.session();
+    let mut succeeded = 0;
+    for (n, (party, input)) in calls.iter().enumerate() {
+        let context = CallContext {
+            contract: names::TENDER.to_owned(),
+            caller: party.key.public().0,
+            caller_role: Role::Bidder.contract_code(),
+            block_height: 3,
+            block_time_ms: at(S).as_millis(),
+            random_seed: [5; 32],
+            tx_hash: [u8::try_from(n).unwrap(); 32],
+        };
+        let storage = || Box::new(Committed(w.chain.chain.storage().clone()));
+        let shared = session.call(module, context.clone(), storage(), input);
+        let alone = engine.call(module, context, storage(), input);
+        assert_eq!(shared.result, alone.result, "call {n}");
+        assert_eq!(shared.fuel_used, alone.fuel_used, "call {n}");
+        succeeded += usize::from(shared.result.is_ok());
+    }
+    assert_eq!(
+        succeeded,
+        bidders.len(),
+        "every bid but the garbage went in"
+    );
 }

@@ -3,8 +3,9 @@
 //! [`entry!`]; state, caller, block and seed come from the functions here.
 //!
 //! Memory: a bump allocator from the linker's `__heap_base` up, which frees only its last
-//! allocation. Each call runs in a fresh instance, so a call's memory is gone when it
-//! returns; the host bounds how far it may grow.
+//! allocation and starts over at each call: the host may run a block's next call to the
+//! contract in the same instance (when this call succeeded without growing memory), so a
+//! contract keeps nothing in statics. The host bounds how far memory may grow.
 
 #![cfg_attr(not(test), no_std)]
 
@@ -37,14 +38,20 @@ mod wasm {
     unsafe impl Sync for Bump {}
 
     impl Bump {
-        /// The heap starts above the stack and data, where the linker says, and uses the
-        /// initial memory before growing it: each growth costs the host a system call (and
-        /// another to undo it when it reuses the memory).
+        /// Empties the heap. It starts above the stack and data, where the linker says, and
+        /// uses the memory there is before growing it: each growth costs the host a system
+        /// call (and another to undo it when it reuses the memory). Unconditional, so that
+        /// a call burns the same fuel in a fresh instance as in a kept one.
+        fn reset(&self) {
+            self.next.set(&raw const __heap_base as usize);
+            self.end
+                .set(core::arch::wasm32::memory_size(0) * PAGE_BYTES);
+        }
+
+        /// Only if `alloc_input` has not run, which the host always calls first.
         fn start(&self) {
             if self.end.get() == 0 {
-                self.next.set(&raw const __heap_base as usize);
-                self.end
-                    .set(core::arch::wasm32::memory_size(0) * PAGE_BYTES);
+                self.reset();
             }
         }
 
@@ -67,8 +74,8 @@ mod wasm {
         }
     }
 
-    // Every page a call writes is reset by the host before the next call (a copy per
-    // page), and a vector that grows by reallocation would otherwise leave each smaller
+    // Every page a call writes is reset by the host when it lets the instance go (a copy
+    // per page), and a vector that grows by reallocation would otherwise leave each smaller
     // copy behind: the last allocation grows, shrinks and is freed in place.
     unsafe impl GlobalAlloc for Bump {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -110,6 +117,11 @@ mod wasm {
         next: Cell::new(0),
         end: Cell::new(0),
     };
+
+    /// Frees everything an earlier call in this instance allocated.
+    pub(crate) fn start_call() {
+        ALLOCATOR.reset();
+    }
 
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
@@ -312,8 +324,11 @@ pub fn require_role(role: i32, action: &str) -> Result<(), Refusal> {
     ))
 }
 
-/// The input buffer: the host writes the call input here.
+/// Starts a call (the host calls `alloc` first): frees what an earlier call allocated and
+/// returns the input buffer, where the host writes the call input.
 pub fn alloc_input(len: i32) -> i32 {
+    #[cfg(target_arch = "wasm32")]
+    wasm::start_call();
     let len = usize::try_from(len).unwrap_or(0);
     // Not zeroed: the host writes all `len` bytes before `call` reads them.
     let mut buf = core::mem::ManuallyDrop::new(Vec::<u8>::with_capacity(len));
