@@ -20,13 +20,13 @@ pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const REMAPPED_ROOT: &str = "/bidchain";
 /// The contracts' stack in linear memory (Rust's default is 1 MiB). The stack sits below
 /// the data, so a smaller one keeps all that a call touches in the low pages the host
-/// resets in place between calls (`KEEP_RESIDENT_BYTES` in the runtime).
+/// resets in place when it lets an instance go (`KEEP_RESIDENT_BYTES` in the runtime).
 const CONTRACT_STACK_BYTES: u32 = 128 * 1024;
 /// A contract's memory at instantiation: the stack, the data and a bid call's heap, so
 /// that most calls do not grow memory (each growth, and the shrink back when the host
-/// reuses the slot, is an mprotect system call). No more: after every call the host walks
-/// the page table of all of it to find the pages written (PAGEMAP_SCAN); at 1 MiB that
-/// walk was 6 % of a validator's CPU at capacity. Changing it changes the code hashes a
+/// reuses the slot, is an mprotect system call). No more: when it lets an instance go, the
+/// host walks the page table of all of it to find the pages written (PAGEMAP_SCAN); at
+/// 1 MiB, with an instance per call, that walk was 6 % of a validator's CPU at capacity. Changing it changes the code hashes a
 /// genesis pins.
 const CONTRACT_INITIAL_MEMORY_BYTES: u32 = 256 * 1024;
 

@@ -750,8 +750,9 @@ impl ContractStorage for Committed {
 }
 
 /// A block's calls to the real tender contract give the same outcomes and burn the same
-/// fuel whether they share instances (as execution runs them) or each has a new one,
-/// around a refused call (whose instance is let go) in the middle.
+/// fuel whether they share an instance (as execution runs them) or each has a new one,
+/// around a refused call (whose instance is let go) in the middle. Whole blocks run
+/// shared in the other tests here.
 #[test]
 fn calls_sharing_an_instance_do_what_calls_in_new_ones_do() {
     let dir = tempfile::tempdir().unwrap();
@@ -809,6 +810,12 @@ fn calls_sharing_an_instance_do_what_calls_in_new_ones_do() {
         let alone = engine.call(module, context, storage(), input);
         assert_eq!(shared.result, alone.result, "call {n}");
         assert_eq!(shared.fuel_used, alone.fuel_used, "call {n}");
+        // Each bid leaves its instance to the next; the garbage's is let go.
+        assert_eq!(
+            session.kept(),
+            usize::from(shared.result.is_ok()),
+            "call {n}"
+        );
         succeeded += usize::from(shared.result.is_ok());
     }
     assert_eq!(

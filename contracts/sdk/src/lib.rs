@@ -172,8 +172,8 @@ const READ_GUESS_BYTES: usize = 4096;
 
 /// Reads with a first guess at the size, then once more with the exact size. The buffer
 /// is neither zeroed first (the host writes the whole value) nor left larger than the
-/// value: the host resets every page a call touched, and zeroing the guess cost a bid
-/// call a 4 KiB memory fill and a fresh page per read.
+/// value: the host resets every page an instance touched, and zeroing the guess cost a
+/// bid call a 4 KiB memory fill and a fresh page per read.
 fn read_value(read: impl Fn(*mut u8, i32) -> i32) -> Option<Vec<u8>> {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_GUESS_BYTES);
     let len = usize::try_from(read(buf.as_mut_ptr(), cap_i32(buf.capacity()))).ok()?;
