@@ -98,6 +98,20 @@ impl World {
         self.read(names::TENDER, &tender::keys::tender(id)).unwrap()
     }
 
+    /// Commits tender `id` and an account and unit for each of `bidders`, at S / 5.
+    fn open_tender(&self, center: &mut Party, id: &TenderId, bidders: &[Party]) {
+        let mut txs = vec![center.call(names::TENDER, &TenderCall::Create(params(id)))];
+        for (i, b) in bidders.iter().enumerate() {
+            txs.push(center.create(b, Role::Bidder));
+            let register = TenderCall::RegisterBidder {
+                bidder: trading::account_key(&b.key.public()),
+                unit: trading::unit_id(&format!("unit-{i}")),
+            };
+            txs.push(center.call(names::TENDER, &register));
+        }
+        self.commit(txs, S / 5).iter().for_each(ok);
+    }
+
     fn bid(&self, id: &TenderId, party: &Party) -> Bid {
         let key = trading::account_key(&party.key.public());
         self.read(names::TENDER, &tender::keys::bid(id, &key))
@@ -696,16 +710,7 @@ fn a_tender_takes_the_most_bidders_it_may_and_refuses_the_next() {
         .map(|i| Party::new(1_000 + i))
         .collect();
     let id = TenderId::new("JS-2026-0256").unwrap();
-    let mut txs = vec![center.call(names::TENDER, &TenderCall::Create(params(&id)))];
-    for (i, b) in bidders.iter().enumerate() {
-        txs.push(center.create(b, Role::Bidder));
-        let register = TenderCall::RegisterBidder {
-            bidder: trading::account_key(&b.key.public()),
-            unit: trading::unit_id(&format!("unit-{i}")),
-        };
-        txs.push(center.call(names::TENDER, &register));
-    }
-    w.commit(txs, S / 5).iter().for_each(ok);
+    w.open_tender(&mut center, &id, &bidders);
 
     let submit = |b: &mut Party, i: usize, replace: bool| {
         let (tender, bid) = (id.clone(), sealed(b, &id, i, &file(i)));
@@ -767,16 +772,7 @@ fn calls_sharing_an_instance_do_what_calls_in_new_ones_do() {
         .for_each(ok);
     let bidders: Vec<Party> = (0..6).map(|i| Party::new(2_000 + i)).collect();
     let id = TenderId::new("JS-2026-0300").unwrap();
-    let mut txs = vec![center.call(names::TENDER, &TenderCall::Create(params(&id)))];
-    for (i, b) in bidders.iter().enumerate() {
-        txs.push(center.create(b, Role::Bidder));
-        let register = TenderCall::RegisterBidder {
-            bidder: trading::account_key(&b.key.public()),
-            unit: trading::unit_id(&format!("unit-{i}")),
-        };
-        txs.push(center.call(names::TENDER, &register));
-    }
-    w.commit(txs, S / 5).iter().for_each(ok);
+    w.open_tender(&mut center, &id, &bidders);
 
     let mut calls: Vec<(&Party, Vec<u8>)> = bidders
         .iter()
